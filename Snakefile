@@ -1,0 +1,26 @@
+# transferscope: what does pre-training transfer, and why does it help?
+# Thin entry point: config, validation, rule files, and the final targets.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# --configfile FILE replaces config.yaml instead of being merged into it
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+validate(config, "schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

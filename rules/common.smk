@@ -1,0 +1,58 @@
+# Helpers and target lists; paths come from transferscope.workflow, settings from transferscope.config.
+import json
+
+from transferscope import config as ts_config
+from transferscope import workflow as ts_paths
+
+ts_config.check_references(config, source="config")
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    experiment=r"[A-Za-z0-9_\-]+",
+    dataset=r"[A-Za-z0-9_\-]+",
+
+
+def dataset_of(wildcards):
+    return ts_paths.data_dir(config["experiments"][wildcards.experiment]["dataset"])
+
+
+def dataset_params(wildcards):
+    return json.dumps(config["datasets"][wildcards.dataset], sort_keys=True)
+
+
+def run_settings(regime):
+    def settings(wildcards):
+        return json.dumps(
+            ts_config.run_settings(
+                config, wildcards.experiment, regime, int(wildcards.seed)
+            ),
+            sort_keys=True,
+        )
+
+    return settings
+
+
+def pretrained_summary(wildcards):
+    return ts_paths.run_summary(wildcards.experiment, "pretrain", wildcards.seed)
+
+
+def regime_summaries(regimes):
+    def summaries(wildcards):
+        return [
+            ts_paths.run_summary(wildcards.experiment, r, wildcards.seed)
+            for r in regimes
+        ]
+
+    return summaries
+
+
+def all_targets():
+    return [
+        *ts_paths.run_summaries(config),
+        "results/figures/training_curves.png",
+    ]
+
+
+def gpus():
+    return config["gpus_per_job"]

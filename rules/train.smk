@@ -1,0 +1,72 @@
+# One rule per training regime; each writes runs/{experiment}/{regime}/seed{seed}/.
+# threads: 1 keeps CPU runs bit-reproducible whatever --cores is; parallelism is across jobs.
+
+
+rule pretrain:
+    input:
+        data=dataset_of,
+    output:
+        "runs/{experiment}/pretrain/seed{seed}/summary.json",
+    log:
+        "logs/train/{experiment}/pretrain/seed{seed}.log",
+    threads: 1
+    resources:
+        gpu=lambda wildcards: gpus(),
+    params:
+        settings=run_settings("pretrain"),
+    shell:
+        "transferscope train --settings {params.settings:q} --data {input.data} "
+        "--out {output} --threads {threads} 2> {log}"
+
+
+rule probe:
+    input:
+        data=dataset_of,
+        pretrained=pretrained_summary,
+    output:
+        "runs/{experiment}/probe/seed{seed}/summary.json",
+    log:
+        "logs/train/{experiment}/probe/seed{seed}.log",
+    threads: 1
+    resources:
+        gpu=lambda wildcards: gpus(),
+    params:
+        settings=run_settings("probe"),
+    shell:
+        "transferscope train --settings {params.settings:q} --data {input.data} "
+        "--init {input.pretrained} --out {output} --threads {threads} 2> {log}"
+
+
+rule finetune:
+    input:
+        data=dataset_of,
+        pretrained=pretrained_summary,
+    output:
+        "runs/{experiment}/finetune/seed{seed}/summary.json",
+    log:
+        "logs/train/{experiment}/finetune/seed{seed}.log",
+    threads: 1
+    resources:
+        gpu=lambda wildcards: gpus(),
+    params:
+        settings=run_settings("finetune"),
+    shell:
+        "transferscope train --settings {params.settings:q} --data {input.data} "
+        "--init {input.pretrained} --out {output} --threads {threads} 2> {log}"
+
+
+rule scratch:
+    input:
+        data=dataset_of,
+    output:
+        "runs/{experiment}/scratch/seed{seed}/summary.json",
+    log:
+        "logs/train/{experiment}/scratch/seed{seed}.log",
+    threads: 1
+    resources:
+        gpu=lambda wildcards: gpus(),
+    params:
+        settings=run_settings("scratch"),
+    shell:
+        "transferscope train --settings {params.settings:q} --data {input.data} "
+        "--out {output} --threads {threads} 2> {log}"

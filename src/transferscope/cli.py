@@ -1,0 +1,141 @@
+"""`transferscope <stage>`: the one entry point every Snakemake rule, DVC stage and user calls.
+
+Imports are lazy (inside each command) so that a job pays only for the libraries its stage uses.
+A stage takes its settings either as JSON from a rule (``--settings``) or from a config file and
+selectors (``--configfile config.yaml --experiment E --regime R --seed S``); both go through
+``transferscope.config.run_settings``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _json_arg(text: str):
+    """JSON from the command line, or from a file with '@path'."""
+    try:
+        return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
+    except (OSError, json.JSONDecodeError) as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text[:80]}") from None
+
+
+def _settings(args) -> dict:
+    if args.settings is not None:
+        return args.settings
+    from transferscope.config import load_config, run_settings
+
+    if not (args.configfile and args.experiment and args.regime and args.seed is not None):
+        sys.exit("give --settings JSON, or --configfile with --experiment, --regime and --seed")
+    return run_settings(load_config(args.configfile), args.experiment, args.regime, args.seed)
+
+
+def cmd_data_prepare(args) -> None:
+    from transferscope.data.registry import prepare_dataset
+
+    params = args.params
+    if args.configfile:
+        from transferscope.config import load_config
+
+        params = load_config(args.configfile)["datasets"][args.name]
+    prepare_dataset(args.name, params or {}, Path(args.out))
+
+
+def cmd_train(args) -> None:
+    from transferscope.training import train_run
+    from transferscope.workflow import final_checkpoint
+
+    init = final_checkpoint(args.init) if args.init and args.init.endswith(".json") else args.init
+    train_run(_settings(args), args.data, _run_dir(args.out), init, args.threads, not args.quiet)
+
+
+def _run_dir(path: str) -> Path:
+    """A run directory given itself or its summary.json (what workflow rules track)."""
+    path = Path(path)
+    return path.parent if path.name == "summary.json" else path
+
+
+def cmd_figures_curves(args) -> None:
+    from transferscope.figures import training_curves
+
+    training_curves([_run_dir(r) for r in args.runs], Path(args.out), dpi=args.dpi)
+
+
+def cmd_theory(args) -> None:
+    from transferscope.theory.report import run_theory
+
+    params = args.params
+    if args.configfile:
+        from transferscope.config import load_config
+
+        params = load_config(args.configfile).get("theory", {})
+    run_theory(params or {}, Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transferscope", description=__doc__.splitlines()[0])
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    data = stages.add_parser("data", help="prepare or fetch datasets").add_subparsers(
+        dest="action", required=True
+    )
+    prepare = data.add_parser("prepare", help="generate or convert a dataset into data/<name>")
+    prepare.add_argument("name")
+    prepare.add_argument("--params", type=_json_arg, help="generator parameters (JSON)")
+    prepare.add_argument("--configfile", help="take the parameters from datasets.<name> here")
+    prepare.add_argument("--out", required=True)
+    prepare.set_defaults(func=cmd_data_prepare)
+
+    train = stages.add_parser("train", help="train one (experiment, regime, seed) run")
+    _add_selectors(train)
+    train.add_argument("--data", required=True, help="prepared dataset directory")
+    train.add_argument("--out", required=True, help="run directory (checkpoints, metrics)")
+    train.add_argument(
+        "--init", help="pre-trained checkpoint, or its run's summary.json (probe and finetune)"
+    )
+    train.add_argument("--threads", type=int)
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    figures = stages.add_parser("figures", help="draw figures").add_subparsers(
+        dest="action", required=True
+    )
+    curves = figures.add_parser("curves", help="per-epoch loss and accuracy of runs")
+    curves.add_argument("--runs", nargs="+", required=True)
+    curves.add_argument("--out", required=True)
+    curves.add_argument("--dpi", type=int, default=120)
+    curves.set_defaults(func=cmd_figures_curves)
+
+    theory = stages.add_parser("theory", help="theory lens: closed forms, simulations, diagrams")
+    theory.add_argument("--params", type=_json_arg)
+    theory.add_argument("--configfile")
+    theory.add_argument("--out", required=True)
+    theory.set_defaults(func=cmd_theory)
+    return parser
+
+
+def _add_selectors(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--settings", type=_json_arg, help="resolved run settings (JSON)")
+    parser.add_argument("--configfile")
+    parser.add_argument("--experiment")
+    parser.add_argument("--regime")
+    parser.add_argument("--seed", type=int)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        # a user-facing failure: one clear line, not a traceback (set TRANSFERSCOPE_DEBUG=1 for it)
+        import os
+
+        if os.environ.get("TRANSFERSCOPE_DEBUG"):
+            raise
+        sys.exit(f"transferscope {args.stage}: error: {err}")
+
+
+if __name__ == "__main__":
+    main()

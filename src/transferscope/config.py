@@ -1,0 +1,116 @@
+"""Configuration: load, validate against the schema, and resolve one run's settings.
+
+The schema (schemas/config.schema.yaml) is the single description of every key; Snakemake
+validates with it before any job, and every CLI stage validates again, so a stage called from
+DVC or by hand fails just as early.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REGIMES = ("pretrain", "probe", "finetune", "scratch")
+TARGET_REGIMES = ("probe", "finetune", "scratch")  # trained on the target task
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+_TRAINING_FALLBACK = {
+    "epochs": 10,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "batch_size": 32,
+    "optimizer": "adamw",
+    "momentum": 0.9,
+    "warmup_epochs": 0,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and what to do."""
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it (defaults filled in)."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return validate_config(config or {}, source=str(path))
+
+
+def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate against the schema, fill defaults, and check cross-references; returns a copy."""
+    from snakemake.utils import validate  # the same validator Snakemake applies in the Snakefile
+
+    config = copy.deepcopy(config)
+    try:
+        validate(config, str(SCHEMA_PATH), set_default=True)
+    except Exception as err:  # snakemake wraps jsonschema's error; keep its message
+        raise ConfigError(f"{source}: {_schema_message(err)}") from None
+    check_references(config, source)
+    return config
+
+
+def _schema_message(err: Exception) -> str:
+    cause = err.__cause__ or err.__context__ or err
+    path = "/".join(str(p) for p in getattr(cause, "absolute_path", []))
+    message = getattr(cause, "message", str(err))
+    return f"key '{path or '<top>'}': {message}" if path else message
+
+
+def check_references(config: dict[str, Any], source: str = "config") -> None:
+    """Every experiment must name a configured dataset and model."""
+    from transferscope.data.registry import dataset_names
+
+    known = set(dataset_names())
+    for name in config["datasets"]:
+        if name not in known:
+            raise ConfigError(
+                f"{source}: datasets.{name}: unknown dataset; allowed: {sorted(known)}"
+            )
+    for exp, spec in config["experiments"].items():
+        for kind in ("dataset", "model"):
+            table = config["datasets" if kind == "dataset" else "models"]
+            if spec[kind] not in table:
+                raise ConfigError(
+                    f"{source}: experiments.{exp}.{kind}: '{spec[kind]}' is not configured; "
+                    f"allowed: {sorted(table)} (add it under '{kind}s:')"
+                )
+
+
+def training_settings(config: dict[str, Any], experiment: str, regime: str) -> dict[str, Any]:
+    """Training hyper-parameters of one regime: built-in fallback < training < experiment."""
+    if regime not in REGIMES:
+        raise ConfigError(f"regime '{regime}' unknown; allowed: {list(REGIMES)}")
+    settings = dict(_TRAINING_FALLBACK)
+    settings.update(config.get("training", {}).get(regime, {}))
+    settings.update(config["experiments"][experiment].get("training", {}).get(regime, {}))
+    return settings
+
+
+def run_settings(config: dict[str, Any], experiment: str, regime: str, seed: int) -> dict[str, Any]:
+    """Everything one training run depends on: what a rule passes to `transferscope train`."""
+    if experiment not in config["experiments"]:
+        raise ConfigError(
+            f"experiment '{experiment}' unknown; allowed: {sorted(config['experiments'])}"
+        )
+    spec = config["experiments"][experiment]
+    return {
+        "experiment": experiment,
+        "regime": regime,
+        "seed": int(seed),
+        "dataset": spec["dataset"],
+        "model": dict(config["models"][spec["model"]], label=spec["model"]),
+        "training": training_settings(config, experiment, regime),
+        "device": config.get("device", "auto"),
+    }
+
+
+def epochs(config: dict[str, Any], experiment: str, regime: str) -> int:
+    return int(training_settings(config, experiment, regime)["epochs"])

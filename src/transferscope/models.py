@@ -1,0 +1,185 @@
+"""Models named in config, built through timm and transformers, stored as safetensors.
+
+Every model is a backbone that returns features plus a linear ``head``; the probe trains only
+the head, fine-tuning replaces it, and the interaction engine feeds masked inputs through the
+whole thing. Checkpoints are safetensors (no code runs on load) carrying their model spec as
+metadata, so a checkpoint alone rebuilds its model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferscope.io import atomic_path
+
+
+class ImageClassifier(nn.Module):
+    modality = "image"
+
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(num_features, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class TextClassifier(nn.Module):
+    """A transformers encoder, pooled, plus a linear head; accepts ``inputs_embeds`` so the
+    interaction engine can mask words at the embedding level."""
+
+    modality = "text"
+
+    def __init__(self, encoder: nn.Module, num_classes: int, pooling: str = "mean"):
+        super().__init__()
+        self.backbone = encoder
+        self.pooling = pooling
+        self.head = nn.Linear(encoder.config.hidden_size, num_classes)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Word embeddings (before positions are added), the level at which players are masked."""
+        return self.backbone.get_input_embeddings()(input_ids)
+
+    def features(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> torch.Tensor:
+        out = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds
+        ).last_hidden_state
+        if self.pooling == "cls":
+            return out[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(out.dtype)
+        return (out * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> torch.Tensor:
+        return self.head(self.features(input_ids, attention_mask, inputs_embeds))
+
+
+def resolve_hf_path(name: str) -> str:
+    """'package:<module>/<dir>' -> the directory inside an installed package; else unchanged."""
+    if not name.startswith("package:"):
+        return name
+    module, _, sub = name[len("package:") :].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"model name '{name}': Python package '{module}' is not installed")
+    path = Path(spec.origin).parent / sub
+    if not path.is_dir():
+        raise ValueError(f"model name '{name}': {path} does not exist inside package '{module}'")
+    return str(path)
+
+
+def build_model(
+    spec: dict[str, Any], num_classes: int, in_chans: int = 3, pretrained: bool | None = None
+) -> nn.Module:
+    """Build the classifier a config's ``models.<label>`` entry describes.
+
+    ``pretrained`` overrides the spec (scratch runs and checkpoint loading pass False).
+    """
+    use_pretrained = spec.get("pretrained", False) if pretrained is None else pretrained
+    if spec["source"] == "timm":
+        return _build_timm(spec, num_classes, in_chans, use_pretrained)
+    if spec["source"] == "huggingface":
+        return _build_hf(spec, num_classes, use_pretrained)
+    raise ValueError(f"model source '{spec['source']}' unknown; allowed: timm, huggingface")
+
+
+def _build_timm(spec, num_classes, in_chans, pretrained) -> ImageClassifier:
+    import timm
+
+    name = spec["name"]
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5)
+        raise ValueError(f"timm does not know model '{name}'; close matches: {close}")
+    weights_file = pretrained if isinstance(pretrained, str) else None
+    backbone = timm.create_model(
+        name,
+        pretrained=pretrained is True,
+        num_classes=0,
+        in_chans=in_chans,
+        **spec.get("kwargs", {}),
+    )
+    if weights_file:
+        state = load_state_file(weights_file)
+        state = {k: v for k, v in state.items() if not k.startswith(("fc.", "head.", "classifier."))}
+        missing, _ = backbone.load_state_dict(state, strict=False)
+        if missing:
+            raise ValueError(f"{weights_file}: weights miss {len(missing)} tensors, e.g. {missing[:3]}")
+    return ImageClassifier(backbone, backbone.num_features, num_classes)
+
+
+def _build_hf(spec, num_classes, pretrained) -> TextClassifier:
+    from transformers import AutoConfig, AutoModel
+
+    path = resolve_hf_path(spec["name"])
+    local = Path(path).is_dir()
+    kwargs = {"local_files_only": local or os.environ.get("HF_HUB_OFFLINE") == "1"}
+    if pretrained:
+        encoder = AutoModel.from_pretrained(path, **kwargs)
+    else:
+        encoder = AutoModel.from_config(AutoConfig.from_pretrained(path, **kwargs))
+    return TextClassifier(encoder, num_classes, spec.get("pooling", "mean"))
+
+
+def load_tokenizer(spec: dict[str, Any]):
+    from transformers import AutoTokenizer
+
+    path = resolve_hf_path(spec["name"])
+    return AutoTokenizer.from_pretrained(path, local_files_only=Path(path).is_dir())
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from a .safetensors file or a torch file loaded with weights_only (no code runs)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_checkpoint(path)[0]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: cannot load weights ({err})") from None
+    return state.get("state_dict", state.get("model", state))
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Atomically write the model's weights with ``meta`` (JSON) as safetensors metadata."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"transferscope": json.dumps(meta, sort_keys=True)})
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, meta) of a checkpoint; a corrupt or truncated file is an error naming it."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found; run the training stage that writes it")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("transferscope", "{}"))
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as err:
+        raise ValueError(
+            f"checkpoint {path} is corrupt or truncated ({err}); delete it and rerun its training stage"
+        ) from None
+    return state, meta
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a checkpoint's model in eval mode on ``device``; returns (model, meta)."""
+    state, meta = load_checkpoint(path)
+    model = build_model(meta["model"], meta["num_classes"], meta.get("in_chans", 3), pretrained=False)
+    model.load_state_dict(state)
+    return model.to(device).eval(), meta

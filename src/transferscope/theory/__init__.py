@@ -1,0 +1,1 @@
+"""transferscope.theory."""

@@ -1,0 +1,321 @@
+"""Training regimes: pretrain, probe, finetune, scratch — one loop, a checkpoint every epoch.
+
+A run folder holds ``epoch_000.safetensors`` (the weights before any update) … ``epoch_E``,
+``settings.json`` (the resolved settings, timm-style, beside the checkpoints), ``metrics.csv``
+(train/test loss and accuracy per epoch) and ``resume.pt`` (optimizer state of the last epoch).
+An interrupted run resumes from its last complete checkpoint; every epoch reseeds its own
+generators from (seed, epoch), so a resumed run writes the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from transferscope import runtime
+from transferscope.io import atomic_path, read_json, sha256_file, write_json
+from transferscope.models import build_model, load_checkpoint, load_tokenizer, save_checkpoint
+
+CHECKPOINT = re.compile(r"epoch_(\d{3})\.safetensors$")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TaskData:
+    """One task's train and test sets as model inputs (dicts of tensors) and labels."""
+
+    train_inputs: dict[str, torch.Tensor]
+    train_y: torch.Tensor
+    test_inputs: dict[str, torch.Tensor]
+    test_y: torch.Tensor
+    classes: list[str]
+    in_chans: int
+
+
+def checkpoint_path(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / f"epoch_{epoch:03d}.safetensors"
+
+
+def task_of(regime: str) -> str:
+    return "source" if regime == "pretrain" else "target"
+
+
+def encode_split(split, manifest: dict, model_spec: dict) -> dict[str, torch.Tensor]:
+    """Model inputs for a dataset split: normalised images or tokenised sentences."""
+    from transferscope.data import normalize_images
+
+    if manifest["modality"] == "image":
+        return {"x": normalize_images(split.x, manifest)}
+    tokenizer = load_tokenizer(model_spec)
+    enc = tokenizer(
+        list(split.x),
+        padding="max_length",
+        truncation=True,
+        max_length=model_spec.get("max_length", 32),
+        return_tensors="pt",
+    )
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def load_task(data_dir: str | Path, task: str, model_spec: dict) -> TaskData:
+    from transferscope.data import load_split, read_manifest
+
+    manifest = read_manifest(data_dir)
+    train, test = load_split(data_dir, task, "train"), load_split(data_dir, task, "test")
+    in_chans = manifest["image"]["channels"] if manifest["modality"] == "image" else 0
+    return TaskData(
+        encode_split(train, manifest, model_spec),
+        train.y,
+        encode_split(test, manifest, model_spec),
+        test.y,
+        list(train.classes),
+        in_chans,
+    )
+
+
+def _batches(inputs: dict[str, torch.Tensor], y: torch.Tensor, batch_size: int, generator=None):
+    names = list(inputs)
+    dataset = TensorDataset(*(inputs[n] for n in names), y)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=generator is not None, generator=generator
+    )
+    for *tensors, labels in loader:
+        yield dict(zip(names, tensors)), labels
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, inputs, y, device, batch_size: int = 256) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` on a set, in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for batch, labels in _batches(inputs, y, batch_size):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(**batch).float()
+        labels = labels.to(device)
+        loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+    model.train(was_training)
+    return {"loss": loss_sum / len(y), "accuracy": correct / len(y)}
+
+
+def initial_model(settings: dict, data: TaskData, init_checkpoint: str | Path | None) -> nn.Module:
+    """Epoch-0 model of a regime (seeded): fresh for pretrain/scratch, P's backbone otherwise."""
+    regime, spec = settings["regime"], settings["model"]
+    runtime.seed_everything(runtime.derived_seed(settings["seed"], regime, "init"))
+    pretrained = None if regime == "pretrain" else False
+    model = build_model(spec, len(data.classes), data.in_chans, pretrained=pretrained)
+    if regime in ("probe", "finetune"):
+        if init_checkpoint is None:
+            raise ValueError(f"regime '{regime}' needs --init (the pre-trained checkpoint)")
+        state, _ = load_checkpoint(init_checkpoint)
+        backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+        model.backbone.load_state_dict(backbone)
+    if regime == "probe":
+        for param in model.backbone.parameters():
+            param.requires_grad_(False)
+    return model
+
+
+def _optimizer(model: nn.Module, training: dict) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if training["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=training["lr"],
+            momentum=training["momentum"],
+            weight_decay=training["weight_decay"],
+        )
+    return torch.optim.AdamW(params, lr=training["lr"], weight_decay=training["weight_decay"])
+
+
+def epoch_lr(training: dict, epoch: int) -> float:
+    """Learning rate of epoch ``epoch`` (1-based): linear warm-up, then cosine to zero."""
+    total, warm = training["epochs"], training.get("warmup_epochs", 0)
+    if epoch <= warm:
+        return training["lr"] * epoch / (warm + 1)
+    progress = (epoch - 1 - warm) / max(1, total - warm)
+    return training["lr"] * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def completed_epochs(run_dir: Path, settings_hash: str) -> int:
+    """Index of the last epoch that can be resumed from, or -1 to start afresh."""
+    settings_file = run_dir / "settings.json"
+    if not settings_file.exists() or read_json(settings_file).get("hash") != settings_hash:
+        return -1
+    done = sorted(int(m.group(1)) for p in run_dir.iterdir() if (m := CHECKPOINT.search(p.name)))
+    last = -1
+    for epoch in done:  # only a gap-free prefix counts
+        if epoch != last + 1:
+            break
+        last = epoch
+    resume = run_dir / "resume.pt"
+    if last > 0 and (not resume.exists() or torch.load(resume, weights_only=True)["epoch"] != last):
+        last = 0  # the optimizer state of that epoch is lost: retrain from epoch_000
+    return last
+
+
+def train_run(
+    settings: dict[str, Any],
+    data_dir: str | Path,
+    run_dir: str | Path,
+    init_checkpoint: str | Path | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train one (experiment, regime, seed) run into ``run_dir``; returns ``run_dir``."""
+    import polars as pl
+    from tqdm.auto import tqdm
+
+    from transferscope.data.format import manifest_hash
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").unlink(missing_ok=True)  # the marker returns only when complete
+    runtime.setup(settings["seed"], threads)
+    device = runtime.resolve_device(settings["device"])
+    regime, training = settings["regime"], settings["training"]
+    data = load_task(data_dir, task_of(regime), settings["model"])
+
+    record = {
+        "settings": settings,
+        "dataset_manifest_sha256": manifest_hash(data_dir),
+        "init_checkpoint_sha256": sha256_file(init_checkpoint) if init_checkpoint else None,
+        "classes": data.classes,
+    }
+    settings_hash = runtime_hash(record)
+    start = completed_epochs(run_dir, settings_hash)
+    if start < 0:
+        for stale in run_dir.glob("epoch_*.safetensors"):
+            stale.unlink()
+        write_json(run_dir / "settings.json", dict(record, hash=settings_hash))
+
+    model = initial_model(settings, data, init_checkpoint).to(device)
+    optimizer = _optimizer(model, training)
+    rows: list[dict] = []
+    meta = {
+        "model": settings["model"],
+        "num_classes": len(data.classes),
+        "classes": data.classes,
+        "in_chans": data.in_chans,
+        "experiment": settings["experiment"],
+        "regime": regime,
+        "seed": settings["seed"],
+        "dataset": settings["dataset"],
+        "dataset_manifest_sha256": record["dataset_manifest_sha256"],
+    }
+    if start >= 0:
+        state, _ = load_checkpoint(checkpoint_path(run_dir, start))
+        model.load_state_dict(state)
+        if start > 0:
+            optimizer.load_state_dict(torch.load(run_dir / "resume.pt", weights_only=True)["optimizer"])
+        rows = pl.read_csv(run_dir / "metrics.csv").filter(pl.col("epoch") <= start).to_dicts()
+    else:
+        rows.append(_epoch_row(model, data, device, 0, float("nan")))
+        save_checkpoint(checkpoint_path(run_dir, 0), model, dict(meta, epoch=0))
+        _write_metrics(run_dir, rows)
+
+    bar = tqdm(
+        range(max(start, 0) + 1, training["epochs"] + 1),
+        desc=f"{settings['experiment']}/{regime}/seed{settings['seed']}",
+        unit="epoch",
+        disable=not progress,
+    )
+    for epoch in bar:
+        train_loss = _train_epoch(model, optimizer, data, training, settings, epoch, device)
+        row = _epoch_row(model, data, device, epoch, train_loss)
+        rows.append(row)
+        save_checkpoint(checkpoint_path(run_dir, epoch), model, dict(meta, epoch=epoch))
+        with atomic_path(run_dir / "resume.pt") as tmp:
+            torch.save({"epoch": epoch, "optimizer": optimizer.state_dict()}, tmp)
+        _write_metrics(run_dir, rows)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_accuracy']:.3f}")
+    _write_summary(run_dir, settings, rows)
+    return run_dir
+
+
+def _write_summary(run_dir: Path, settings: dict, rows: list[dict]) -> None:
+    """The run's completion marker, written last: workflow tools track this file."""
+    last = rows[-1]["epoch"]
+    checkpoints = {
+        checkpoint_path(run_dir, e).name: sha256_file(checkpoint_path(run_dir, e))
+        for e in range(last + 1)
+    }
+    write_json(
+        run_dir / "summary.json",
+        {
+            "experiment": settings["experiment"],
+            "regime": settings["regime"],
+            "seed": settings["seed"],
+            "epochs": last,
+            "final_checkpoint": checkpoint_path(run_dir, last).name,
+            "checkpoints": checkpoints,
+            "final": rows[-1],
+        },
+    )
+
+
+def runtime_hash(record: dict) -> str:
+    import json
+
+    from transferscope.io import sha256_bytes
+
+    return sha256_bytes(json.dumps(record, sort_keys=True).encode())
+
+
+def _train_epoch(model, optimizer, data, training, settings, epoch, device) -> float:
+    seed = runtime.derived_seed(settings["seed"], settings["regime"], "epoch", epoch)
+    runtime.seed_everything(seed)  # dropout and any other global randomness of this epoch
+    generator = torch.Generator().manual_seed(seed)
+    for group in optimizer.param_groups:
+        group["lr"] = epoch_lr(training, epoch)
+    model.train()
+    if settings["regime"] == "probe":
+        model.backbone.eval()  # a frozen backbone keeps its batch-norm statistics too
+    total, count = 0.0, 0
+    for batch, labels in _batches(data.train_inputs, data.train_y, training["batch_size"], generator):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = labels.to(device)
+        loss = nn.functional.cross_entropy(model(**batch), labels)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"{settings['experiment']}/{settings['regime']}/seed{settings['seed']}: loss became "
+                f"{loss.item()} in epoch {epoch}; no checkpoint written for it. Lower the learning "
+                f"rate (training.{settings['regime']}.lr = {training['lr']})."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(labels)
+        count += len(labels)
+    return total / max(count, 1)
+
+
+def _epoch_row(model, data, device, epoch, train_loss) -> dict[str, float]:
+    train = evaluate(model, data.train_inputs, data.train_y, device)
+    test = evaluate(model, data.test_inputs, data.test_y, device)
+    return {
+        "epoch": epoch,
+        "train_loss": train["loss"],
+        "train_accuracy": train["accuracy"],
+        "train_loss_running": train_loss,
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+    }
+
+
+def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    import polars as pl
+
+    with atomic_path(run_dir / "metrics.csv") as tmp:
+        pl.DataFrame(rows).write_csv(tmp)

@@ -1,0 +1,55 @@
+"""Where every artefact lives: the path conventions shared by Snakemake, DVC and the CLI.
+
+A run directory (checkpoints, metrics, resume state) is one artefact whose ``summary.json`` is
+written last; workflow tools track that marker, so a killed job leaves its completed epochs in
+place for the rerun to resume from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transferscope.config import REGIMES
+
+
+def data_dir(dataset: str) -> str:
+    return f"data/{dataset}"
+
+
+def run_dir(experiment: str, regime: str, seed: int | str) -> str:
+    return f"runs/{experiment}/{regime}/seed{seed}"
+
+
+def run_summary(experiment: str, regime: str, seed: int | str) -> str:
+    return f"{run_dir(experiment, regime, seed)}/summary.json"
+
+
+def interactions_dir(experiment: str, seed: int | str) -> str:
+    return f"interactions/{experiment}/seed{seed}"
+
+
+def interactions_summary(experiment: str, seed: int | str) -> str:
+    return f"{interactions_dir(experiment, seed)}/summary.json"
+
+
+def final_checkpoint(summary_or_run: str | Path) -> Path:
+    """The last epoch's checkpoint of a finished run (given its directory or summary.json)."""
+    from transferscope.io import read_json
+
+    path = Path(summary_or_run)
+    summary = path if path.name == "summary.json" else path / "summary.json"
+    return summary.parent / read_json(summary)["final_checkpoint"]
+
+
+def run_summaries(config: dict[str, Any], regimes=REGIMES) -> list[str]:
+    return [
+        run_summary(exp, regime, seed)
+        for exp in config["experiments"]
+        for regime in regimes
+        for seed in config["seeds"]
+    ]
+
+
+def interaction_summaries(config: dict[str, Any]) -> list[str]:
+    return [interactions_summary(exp, seed) for exp in config["experiments"] for seed in config["seeds"]]
