@@ -17,6 +17,7 @@ validate(config, "schemas/config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/interactions.smk"
 include: "rules/figures.smk"
 
 

@@ -33,6 +33,13 @@ def run_settings(regime):
     return settings
 
 
+def interaction_settings(wildcards):
+    return json.dumps(
+        ts_config.interaction_settings(config, wildcards.experiment, int(wildcards.seed)),
+        sort_keys=True,
+    )
+
+
 def pretrained_summary(wildcards):
     return ts_paths.run_summary(wildcards.experiment, "pretrain", wildcards.seed)
 
@@ -50,6 +57,7 @@ def regime_summaries(regimes):
 def all_targets():
     return [
         *ts_paths.run_summaries(config),
+        *ts_paths.interaction_summaries(config),
         "results/figures/training_curves.png",
     ]
 

@@ -57,6 +57,19 @@ def _run_dir(path: str) -> Path:
     return path.parent if path.name == "summary.json" else path
 
 
+def cmd_interactions(args) -> None:
+    from transferscope.interactions.extract import extract
+    from transferscope.io import read_json
+
+    settings = args.settings
+    if settings is None:
+        from transferscope.config import interaction_settings, load_config
+
+        settings = interaction_settings(load_config(args.configfile), args.experiment, args.seed)
+    runs = {read_json(Path(s))["regime"]: _run_dir(s) for s in args.runs}
+    extract(settings, args.data, runs, _run_dir(args.out), progress=not args.quiet)
+
+
 def cmd_figures_curves(args) -> None:
     from transferscope.figures import training_curves
 
@@ -98,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
+
+    inter = stages.add_parser(
+        "interactions", help="AND-OR interactions of every checkpoint of an (experiment, seed)"
+    )
+    _add_selectors(inter)
+    inter.add_argument("--data", required=True, help="prepared dataset directory")
+    inter.add_argument("--runs", nargs="+", required=True, help="run summary.json files")
+    inter.add_argument("--out", required=True, help="output directory or its summary.json")
+    inter.add_argument("--quiet", action="store_true")
+    inter.set_defaults(func=cmd_interactions)
 
     figures = stages.add_parser("figures", help="draw figures").add_subparsers(
         dest="action", required=True

@@ -114,3 +114,16 @@ def run_settings(config: dict[str, Any], experiment: str, regime: str, seed: int
 
 def epochs(config: dict[str, Any], experiment: str, regime: str) -> int:
     return int(training_settings(config, experiment, regime)["epochs"])
+
+
+def interaction_settings(config: dict[str, Any], experiment: str, seed: int) -> dict[str, Any]:
+    """What one (experiment, seed) extraction job depends on."""
+    spec = config["experiments"][experiment]
+    return {
+        "experiment": experiment,
+        "seed": int(seed),
+        "dataset": spec["dataset"],
+        "model": dict(config["models"][spec["model"]], label=spec["model"]),
+        "interactions": config["interactions"],
+        "device": config.get("device", "auto"),
+    }

@@ -234,6 +234,8 @@ def train_run(
     for epoch in bar:
         train_loss = _train_epoch(model, optimizer, data, training, settings, epoch, device)
         row = _epoch_row(model, data, device, epoch, train_loss)
+        if not math.isfinite(row["train_loss"]):  # the last step of the epoch diverged
+            _diverged(settings, training, epoch, row["train_loss"])
         rows.append(row)
         save_checkpoint(checkpoint_path(run_dir, epoch), model, dict(meta, epoch=epoch))
         with atomic_path(run_dir / "resume.pt") as tmp:
@@ -288,17 +290,21 @@ def _train_epoch(model, optimizer, data, training, settings, epoch, device) -> f
         labels = labels.to(device)
         loss = nn.functional.cross_entropy(model(**batch), labels)
         if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"{settings['experiment']}/{settings['regime']}/seed{settings['seed']}: loss became "
-                f"{loss.item()} in epoch {epoch}; no checkpoint written for it. Lower the learning "
-                f"rate (training.{settings['regime']}.lr = {training['lr']})."
-            )
+            _diverged(settings, training, epoch, loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total += loss.item() * len(labels)
         count += len(labels)
     return total / max(count, 1)
+
+
+def _diverged(settings: dict, training: dict, epoch: int, loss: float) -> None:
+    raise TrainingDiverged(
+        f"{settings['experiment']}/{settings['regime']}/seed{settings['seed']}: loss became "
+        f"{loss} in epoch {epoch}; no checkpoint written for it. Lower the learning rate "
+        f"(training.{settings['regime']}.lr = {training['lr']})."
+    )
 
 
 def _epoch_row(model, data, device, epoch, train_loss) -> dict[str, float]:

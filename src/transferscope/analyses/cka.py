@@ -358,7 +358,8 @@ def layer_features(
     def hook(name: str):
         def record(_module, _inp, out):
             out = out[0] if isinstance(out, (tuple, list)) else out
-            current.setdefault(name, []).append(reducer(out).to(out_device))
+            # copy: a later in-place op (ReLU(inplace=True)) would rewrite a stored view
+            current.setdefault(name, []).append(reducer(out).to(out_device, copy=True))
 
         return record
 

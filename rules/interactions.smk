@@ -1,0 +1,20 @@
+# One job per (experiment, seed): the probe's final epoch and every fine-tune and scratch epoch,
+# on the same samples; one cache file per (run, epoch) inside the output directory.
+
+
+rule interactions:
+    input:
+        data=dataset_of,
+        runs=regime_summaries(["probe", "finetune", "scratch"]),
+    output:
+        "interactions/{experiment}/seed{seed}/summary.json",
+    params:
+        settings=interaction_settings,
+    threads: 1
+    resources:
+        gpu=lambda wildcards: gpus(),
+    log:
+        "logs/interactions/{experiment}/seed{seed}.log",
+    shell:
+        "transferscope interactions --settings {params.settings:q} --data {input.data} "
+        "--runs {input.runs} --out {output} 2> {log}"

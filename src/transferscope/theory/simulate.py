@@ -1,0 +1,394 @@
+"""Deep linear networks trained by full-batch gradient descent: scratch, linear transfer, fine-tuning.
+
+The student is f(x) = xᵀW₁⋯W_{L−1}w (Tahir, Ganguli, Rotskoff, arXiv 2410.08194): W₁ is d × h,
+the middle layers h × h, the readout w has h entries; β = W₁⋯W_{L−1}w is the end-to-end map.
+Initialisation follows the paper's code: matrices N(0, α²/fan_in), readout N(0, α²), α = 1e-5.
+
+Losses (x is isotropic, so everything is a quadratic form in β):
+    population (pre-training on the source):  ‖β − β_s‖²,
+    empirical (target, n samples):            (1/n)‖Xβ − y‖² = βᵀΣβ − 2bᵀβ + ȳ²,
+with Σ = XᵀX/n, b = Xᵀy/n, ȳ² = yᵀy/n. The gradient in β is g = 2(Σβ − b), and the gradient of
+layer l is aₗ ⊗ ρₗ₊₁ with aₗ = (W₁⋯W_{l−1})ᵀg and ρₗ₊₁ = W_{l+1}⋯w, so one step costs a few
+batched matrix-vector products; no autograd. Every tensor carries a leading batch axis that stacks
+instances and grid points, so a whole grid column trains as one tensor program.
+
+Convergence: a run has converged when its training loss is within `tol` of the least value the
+trained parameters can reach (0 or the least-squares residual; for a readout, the minimum over
+the significant directions of its frozen features). Runs that miss it are flagged, never averaged.
+Learning rates from the paper: scratch 0.1 for 10k steps, transfer 0.01 for 5k, with the loss
+above (mean squared error without the ½); training stops early once every run in a batch has
+converged. Near γ = 1 the smallest eigenvalue of Σ vanishes, so those runs need far more steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+
+from transferscope.theory.linear import check_depth, check_gamma, check_sigma, check_theta
+
+__all__ = [
+    "GDResult",
+    "GDSettings",
+    "end_to_end",
+    "feature_map",
+    "init_deep_linear",
+    "pretrain_population",
+    "simulate_grid",
+    "train_deep_linear",
+    "train_readout",
+]
+
+METHODS = ("scratch", "ridge_scratch", "linear", "linear_ridge", "finetune")
+_EIG_RTOL = 1e-9  # eigenvalues of Σ below this (relative) are the null space of X
+_READOUT_RTOL = 1e-6  # frozen-feature directions below this (relative) are init noise (~α²)
+
+
+@dataclass(frozen=True)
+class GDSettings:
+    """Full-batch gradient descent: step size, step budget, loss-gap tolerance, check period."""
+
+    lr: float
+    steps: int
+    tol: float = 1e-6
+    check_every: int = 50
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0; got lr={self.lr}")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0; got steps={self.steps}")
+        if not self.tol > 0:
+            raise ValueError(f"tol must be > 0; got tol={self.tol}")
+        if self.check_every < 1:
+            raise ValueError(f"check_every must be >= 1; got check_every={self.check_every}")
+
+
+@dataclass
+class GDResult:
+    """Trained parameters and, per run, the final loss gap and the convergence flag."""
+
+    params: list[torch.Tensor]
+    gap: torch.Tensor
+    converged: torch.Tensor
+    steps: int
+
+
+# --------------------------------------------------------------------------- network
+def init_deep_linear(
+    batch: int,
+    d: int,
+    width: int,
+    depth: int,
+    init_scale: float,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float64,
+) -> list[torch.Tensor]:
+    """Small random weights: [W₁ (batch, d, h), …, (batch, h, h), w (batch, h)]; depth 1 is [w]."""
+    depth = check_depth(depth)
+    dims = [d] + [width] * (depth - 1)
+    mats = [
+        torch.randn(batch, a, b, generator=generator, dtype=dtype) * (init_scale / a**0.5)
+        for a, b in zip(dims[:-1], dims[1:])
+    ]
+    return mats + [torch.randn(batch, dims[-1], generator=generator, dtype=dtype) * init_scale]
+
+
+def _right_products(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """ρₗ = Wₗ⋯w for l = 1..L (ρ_L = w); ρ₁ = β."""
+    rights = [params[-1]]
+    for mat in reversed(params[:-1]):
+        rights.append(torch.bmm(mat, rights[-1].unsqueeze(-1)).squeeze(-1))
+    return rights[::-1]
+
+
+def end_to_end(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """β = W₁⋯W_{L−1}w, shape (batch, d)."""
+    return _right_products(params)[0]
+
+
+def feature_map(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Frozen hidden map W₁⋯W_{L−1}, shape (batch, d, h); the identity for depth 1."""
+    if len(params) == 1:
+        batch, d = params[0].shape
+        eye = torch.eye(d, dtype=params[0].dtype, device=params[0].device)
+        return eye.expand(batch, d, d)
+    out = params[0]
+    for mat in params[1:-1]:
+        out = torch.bmm(out, mat)
+    return out
+
+
+def _apply_sigma(sigma_mat: torch.Tensor | None, vec: torch.Tensor) -> torch.Tensor:
+    """Σ·v for v of shape (I·M, d) with Σ shared by the M runs of each data instance."""
+    if sigma_mat is None:
+        return vec
+    inst = sigma_mat.shape[0]
+    return torch.bmm(vec.view(inst, -1, vec.shape[-1]), sigma_mat).view_as(vec)  # Σ symmetric
+
+
+# --------------------------------------------------------------------------- training
+def train_deep_linear(
+    params: Sequence[torch.Tensor],
+    b: torch.Tensor,
+    yy: torch.Tensor,
+    min_loss: torch.Tensor,
+    settings: GDSettings,
+    sigma_mat: torch.Tensor | None = None,
+) -> GDResult:
+    """Gradient descent on all layers for the loss βᵀΣβ − 2bᵀβ + ȳ² (Σ = I when sigma_mat is None).
+
+    b, yy, min_loss have one row per run; sigma_mat (I, d, d) is shared by consecutive blocks of
+    runs (run r uses Σ[r // (runs / I)]). Stops early when every run is within tol of min_loss.
+    """
+    params = [p.clone() for p in params]
+    lr = settings.lr
+    for step in range(settings.steps + 1):
+        rights = _right_products(params)
+        beta = rights[0]
+        s_beta = _apply_sigma(sigma_mat, beta)
+        if step % settings.check_every == 0 or step == settings.steps:
+            gap = (beta * s_beta).sum(-1) - 2 * (b * beta).sum(-1) + yy - min_loss
+            converged = torch.isfinite(gap) & (gap <= settings.tol)
+            if step == settings.steps or bool(converged.all()):
+                break
+        grad = 2 * (s_beta - b)
+        lefts = [grad]  # aₗ = (W₁⋯W_{l−1})ᵀ g, computed before any layer moves
+        for mat in params[:-1]:
+            lefts.append(torch.bmm(lefts[-1].unsqueeze(1), mat).squeeze(1))
+        for mat, left, right in zip(params[:-1], lefts[:-1], rights[1:]):
+            mat.baddbmm_(left.unsqueeze(-1), right.unsqueeze(1), alpha=-lr)
+        params[-1].add_(lefts[-1], alpha=-lr)
+    return GDResult(params, gap, converged, step)
+
+
+def train_readout(
+    c0: torch.Tensor,
+    gram: torch.Tensor,
+    q: torch.Tensor,
+    yy: torch.Tensor,
+    min_loss: torch.Tensor,
+    settings: GDSettings,
+    ridge: float = 0.0,
+) -> GDResult:
+    """Gradient descent on the readout c alone: loss cᵀGc − 2qᵀc + ȳ² + λ‖c‖².
+
+    With frozen features F = XW₁⋯W_{L−1}, G = FᵀF/n and q = Fᵀy/n, so the minimiser is the ridge
+    readout (FᵀF + nλI)⁻¹Fᵀy (REFERENCES §3). gram (I, h, h) is shared by blocks of runs as Σ is.
+    """
+    c = c0.clone()
+    for step in range(settings.steps + 1):
+        g_c = _apply_sigma(gram, c) + ridge * c
+        if step % settings.check_every == 0 or step == settings.steps:
+            gap = (c * g_c).sum(-1) - 2 * (q * c).sum(-1) + yy - min_loss
+            converged = torch.isfinite(gap) & (gap <= settings.tol)
+            if step == settings.steps or bool(converged.all()):
+                break
+        c.add_(g_c - q, alpha=-2 * settings.lr)
+    return GDResult([c], gap, converged, step)
+
+
+def _quadratic_min(
+    mat: torch.Tensor, lin: torch.Tensor, yy: torch.Tensor, ridge: float, rtol: float
+) -> torch.Tensor:
+    """min_v vᵀAv − 2lᵀv + ȳ² + λ‖v‖² = ȳ² − Σₖ (uₖᵀl)²/(sₖ + λ) over eigenpairs (sₖ, uₖ) of A;
+    at λ = 0 directions with sₖ ≤ rtol·max s are dropped (unreachable by gradient descent)."""
+    evals, evecs = torch.linalg.eigh(mat)
+    inst = mat.shape[0]
+    proj = torch.bmm(lin.view(inst, -1, lin.shape[-1]), evecs) ** 2  # (I, M, k)
+    keep = evals > rtol * evals[:, -1:].clamp_min(0) if ridge == 0 else evals > -ridge
+    denom = torch.where(keep, evals + ridge, torch.ones_like(evals))
+    explained = torch.where(keep[:, None, :], proj / denom[:, None, :], torch.zeros_like(proj))
+    return yy - explained.sum(-1).reshape(-1)
+
+
+def pretrain_population(
+    beta_s: torch.Tensor, init: Sequence[torch.Tensor], settings: GDSettings
+) -> GDResult:
+    """Pre-train on the source population loss ‖β − β_s‖² (x isotropic: E(xᵀ(β − β_s))²)."""
+    zeros = torch.zeros(beta_s.shape[0], dtype=beta_s.dtype, device=beta_s.device)
+    return train_deep_linear(init, beta_s, zeros + 1.0, zeros, settings)
+
+
+# --------------------------------------------------------------------------- experiment
+def _unit(vec: torch.Tensor) -> torch.Tensor:
+    return vec / vec.norm(dim=-1, keepdim=True)
+
+
+def _seeded(seed: int, *key: int) -> torch.Generator:
+    """Generator for one part of the experiment, independent of how the grid is chunked."""
+    state = np.random.SeedSequence([seed, *key]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def _repeat(params: Sequence[torch.Tensor], times: int) -> list[torch.Tensor]:
+    """Copy each instance's parameters to `times` consecutive runs."""
+    return [p.repeat_interleave(times, dim=0) for p in params]
+
+
+def simulate_grid(
+    thetas: Sequence[float],
+    gammas: Sequence[float],
+    sigmas: Sequence[float],
+    *,
+    d: int = 200,
+    depth: int = 2,
+    width: int | None = None,
+    instances: int = 8,
+    init_scale: float = 1e-5,
+    scratch: GDSettings = GDSettings(lr=0.1, steps=10_000),
+    transfer: GDSettings = GDSettings(lr=0.01, steps=5_000),
+    pretrain: GDSettings = GDSettings(lr=0.1, steps=5_000, tol=1e-12),
+    readout_ridge: float = 0.1,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> pl.DataFrame:
+    """Train every method on every (γ, σ, θ, instance); one row per run.
+
+    Instance i has its own β_s, ν ⊥ β_s and initialisation, pre-trained once on the source
+    population loss and shared by all grid points; at each γ it gets one design X (n = round(γd))
+    and one standard noise draw ξ, shared by every σ (ε = σξ) and θ (paired comparisons).
+    Methods (column `method`):
+      scratch        GD from small init on y = Xu + ε, u a unit target independent of β_s (the
+                     scratch risk does not depend on θ: x and the init are rotation invariant);
+      ridge_scratch  ridge regression (XᵀX + nλ*I)⁻¹Xᵀy on the same data, λ* = σ²/γ (closed form);
+      linear         readout-only GD from the pre-trained readout, no ridge, target β_t(θ);
+      linear_ridge   the same with ridge `readout_ridge` on the readout;
+      finetune       GD on all layers from the pre-trained network.
+    Rows: gamma, n, sigma, theta (null for scratch baselines), instance, method, risk ‖β̂ − β_t‖²,
+    converged, steps, gap. Runs of an instance whose pre-training did not converge are unconverged.
+    """
+    thetas = check_theta(np.asarray(thetas, dtype=float)).ravel()
+    gammas = check_gamma(np.asarray(gammas, dtype=float)).ravel()
+    sigmas = check_sigma(np.asarray(sigmas, dtype=float)).ravel()
+    depth, width = check_depth(depth), int(width or d)
+    if d < 2 or instances < 1 or width < 1:
+        raise ValueError(f"need d >= 2, instances >= 1, width >= 1; got {d=}, {instances=}, {width=}")
+    if readout_ridge < 0:
+        raise ValueError(f"readout_ridge must be >= 0; got readout_ridge={readout_ridge}")
+    n_t, n_s, inst = len(thetas), len(sigmas), instances
+    to = {"dtype": dtype, "device": device}
+
+    gen = _seeded(seed, 0)
+    beta_s = _unit(torch.randn(inst, d, generator=gen, dtype=dtype))
+    nu = torch.randn(inst, d, generator=gen, dtype=dtype)
+    nu = _unit(nu - (nu * beta_s).sum(-1, keepdim=True) * beta_s)
+    target_u = _unit(torch.randn(inst, d, generator=gen, dtype=dtype))
+    init = init_deep_linear(inst, d, width, depth, init_scale, gen, dtype)
+    pre = pretrain_population(beta_s.to(**to), [p.to(**to) for p in init], pretrain)
+    pre_ok = pre.converged.cpu()
+    features = feature_map(pre.params)  # (I, d, h)
+
+    th = torch.as_tensor(thetas, **to)
+    # β_t for runs ordered (instance, σ, θ)
+    beta_t = torch.cos(th)[None, :, None] * beta_s.to(**to)[:, None] + (
+        torch.sin(th)[None, :, None] * nu.to(**to)[:, None]
+    )
+    beta_t = beta_t[:, None].expand(inst, n_s, n_t, d).reshape(-1, d)
+    sig = torch.as_tensor(sigmas, **to)
+
+    rows = []
+    for gi, gamma in enumerate(tqdm(gammas, desc="theory: gamma columns", disable=not progress)):
+        n = max(1, int(round(gamma * d)))
+        gen = _seeded(seed, 1, gi)
+        x = torch.randn(inst, n, d, generator=gen, dtype=dtype).to(device)
+        xi = torch.randn(inst, 1, n, generator=gen, dtype=dtype).to(device)
+        sigma_mat = x.transpose(1, 2) @ x / n
+
+        def data(targets: torch.Tensor, per: int):
+            """b, ȳ², least loss for targets (I·per, d); σ cycles slowest after the instance."""
+            noise = sig.repeat_interleave(per // n_s)[None, :, None] * xi  # (I, per, n)
+            y = torch.bmm(targets.view(inst, per, d), x.transpose(1, 2)) + noise
+            b = (torch.bmm(y, x) / n).reshape(-1, d)
+            yy = (y**2).mean(-1).reshape(-1)
+            return b, yy, _quadratic_min(sigma_mat, b, yy, 0.0, _EIG_RTOL)
+
+        # scratch (GD) and the tuned-ridge baseline, runs ordered (instance, σ)
+        u = target_u.to(**to).repeat_interleave(n_s, dim=0)
+        b, yy, least = data(u, n_s)
+        start = init_deep_linear(inst * n_s, d, width, depth, init_scale, gen, dtype)
+        res = train_deep_linear([p.to(device) for p in start], b, yy, least, scratch, sigma_mat)
+        rows += _rows(gamma, n, res, end_to_end(res.params), u, sigmas, None, inst, "scratch")
+        rows += _rows(gamma, n, None, _ridge_fit(sigma_mat, b, sigmas, gamma, inst), u, sigmas,
+                      None, inst, "ridge_scratch")
+
+        # transfer runs, ordered (instance, σ, θ)
+        per = n_s * n_t
+        b, yy, least = data(beta_t, per)
+        ok = pre_ok.repeat_interleave(per)
+        res = train_deep_linear(_repeat(pre.params, per), b, yy, least, transfer, sigma_mat)
+        rows += _rows(gamma, n, res, end_to_end(res.params), beta_t, sigmas, thetas, inst,
+                      "finetune", ok)
+
+        gram = features.transpose(1, 2) @ sigma_mat @ features
+        q = torch.bmm(b.view(inst, per, d), features).reshape(-1, features.shape[-1])
+        c0 = pre.params[-1].repeat_interleave(per, dim=0)
+        for method, ridge in (("linear", 0.0), ("linear_ridge", readout_ridge)):
+            least_c = _quadratic_min(gram, q, yy, ridge, _READOUT_RTOL)
+            res = train_readout(c0, gram, q, yy, least_c, transfer, ridge)
+            feats = features.repeat_interleave(per, dim=0)
+            beta_hat = torch.bmm(feats, res.params[0].unsqueeze(-1)).squeeze(-1)
+            rows += _rows(gamma, n, res, beta_hat, beta_t, sigmas, thetas, inst, method, ok)
+    return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+
+
+_SCHEMA = {
+    "gamma": pl.Float64,
+    "n": pl.Int64,
+    "sigma": pl.Float64,
+    "theta": pl.Float64,
+    "instance": pl.Int64,
+    "method": pl.String,
+    "risk": pl.Float64,
+    "converged": pl.Boolean,
+    "steps": pl.Int64,
+    "gap": pl.Float64,
+}
+
+
+def _ridge_fit(sigma_mat, b, sigmas, gamma, inst) -> torch.Tensor:
+    """Ridge regression (Σ + λI)⁻¹b with λ* = σ²/γ per run; λ = 0 is the minimum-norm fit."""
+    evals, evecs = torch.linalg.eigh(sigma_mat)
+    lam = torch.as_tensor(np.asarray(sigmas) ** 2 / gamma, dtype=b.dtype, device=b.device)
+    lam = lam.repeat(inst)  # runs ordered (instance, σ)
+    proj = torch.bmm(b.view(inst, -1, b.shape[-1]), evecs).reshape(b.shape)
+    ev = evals.repeat_interleave(len(sigmas), dim=0)
+    keep = (ev > _EIG_RTOL * ev[:, -1:]) | (lam[:, None] > 0)
+    coef = torch.where(keep, proj / (ev + lam[:, None]).where(keep, torch.ones_like(ev)), 0.0)
+    return torch.bmm(evecs.repeat_interleave(len(sigmas), dim=0), coef.unsqueeze(-1)).squeeze(-1)
+
+
+def _rows(gamma, n, res, beta_hat, target, sigmas, thetas, inst, method, ok=None) -> list[tuple]:
+    """One tuple per run; runs ordered (instance, σ[, θ])."""
+    risk = ((beta_hat - target) ** 2).sum(-1).cpu().numpy()
+    runs = risk.shape[0]
+    if res is None:  # closed-form estimator: nothing to converge
+        conv, steps, gap = np.ones(runs, bool), np.zeros(runs, int), np.zeros(runs)
+    else:
+        conv = res.converged.cpu().numpy() & (True if ok is None else ok.numpy())
+        steps, gap = np.full(runs, res.steps), res.gap.cpu().numpy()
+    n_t = 1 if thetas is None else len(thetas)
+    idx = np.arange(runs)
+    inst_id, sig_id, th_id = idx // (len(sigmas) * n_t), (idx // n_t) % len(sigmas), idx % n_t
+    theta_val = [None] * runs if thetas is None else np.asarray(thetas)[th_id].tolist()
+    return list(
+        zip(
+            [float(gamma)] * runs,
+            [n] * runs,
+            np.asarray(sigmas)[sig_id].tolist(),
+            theta_val,
+            inst_id.tolist(),
+            [method] * runs,
+            risk.tolist(),
+            conv.tolist(),
+            steps.tolist(),
+            gap.tolist(),
+        )
+    )

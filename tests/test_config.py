@@ -1,0 +1,61 @@
+"""Bad configuration stops before any job, naming the key and the allowed values."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from transferscope.config import ConfigError, load_config, validate_config
+
+from .conftest import ROOT
+
+
+@pytest.fixture()
+def raw():
+    return yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+
+
+def test_shipped_configs_validate():
+    for path in [ROOT / "config.yaml", *sorted((ROOT / "config").glob("*.yaml"))]:
+        if path.name.startswith("theory"):
+            continue
+        config = load_config(path)
+        assert config["experiments"]
+
+
+def test_defaults_are_filled(raw):
+    config = validate_config(raw)
+    assert config["interactions"]["tau"] == 0.05 and config["device"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(epochs=3), "Additional properties are not allowed \\('epochs'"),
+        (lambda c: c["training"]["finetune"].update(lr="fast"), "training/finetune/lr"),
+        (lambda c: c["datasets"].update(imagenet={}), "imagenet"),
+        (lambda c: c["experiments"]["digits_resnet"].update(model="vgg"), "'vgg' is not configured"),
+        (lambda c: c["interactions"].update(precision="fp8"), "fp8"),
+    ],
+)
+def test_bad_config_names_the_key(raw, edit, message):
+    config = copy.deepcopy(raw)
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config, source="smoke.yaml")
+
+
+def test_unknown_dataset_lists_allowed(raw):
+    config = copy.deepcopy(raw)
+    config["experiments"]["digits_resnet"]["dataset"] = "mnist"
+    with pytest.raises(ConfigError, match="allowed: \\['digits', 'sentiment'\\]"):
+        validate_config(config)
+
+
+def test_unknown_timm_model_lists_close_matches():
+    from transferscope.models import build_model
+
+    with pytest.raises(ValueError, match="close matches: .*resnet18"):
+        build_model({"source": "timm", "name": "resnet18x"}, 2, 1)
