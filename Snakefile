@@ -18,6 +18,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/interactions.smk"
+include: "rules/knowledge.smk"
 include: "rules/figures.smk"
 
 

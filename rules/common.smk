@@ -35,7 +35,9 @@ def run_settings(regime):
 
 def interaction_settings(wildcards):
     return json.dumps(
-        ts_config.interaction_settings(config, wildcards.experiment, int(wildcards.seed)),
+        ts_config.interaction_settings(
+            config, wildcards.experiment, int(wildcards.seed)
+        ),
         sort_keys=True,
     )
 
@@ -54,11 +56,24 @@ def regime_summaries(regimes):
     return summaries
 
 
+def experiment_data_pairs():
+    return " ".join(
+        f"{exp}={ts_paths.data_dir(spec['dataset'])}"
+        for exp, spec in config["experiments"].items()
+    )
+
+
 def all_targets():
     return [
         *ts_paths.run_summaries(config),
         *ts_paths.interaction_summaries(config),
         "results/figures/training_curves.png",
+        "results/knowledge/links.parquet",
+        "results/metrics.json",
+        "results/summary.md",
+        "results/figures/transfer_by_order.png",
+        "results/figures/convergence.png",
+        "results/figures/salient_examples.png",
     ]
 
 

@@ -8,13 +8,13 @@ rule interactions:
         runs=regime_summaries(["probe", "finetune", "scratch"]),
     output:
         "interactions/{experiment}/seed{seed}/summary.json",
-    params:
-        settings=interaction_settings,
+    log:
+        "logs/interactions/{experiment}/seed{seed}.log",
     threads: 1
     resources:
         gpu=lambda wildcards: gpus(),
-    log:
-        "logs/interactions/{experiment}/seed{seed}.log",
+    params:
+        settings=interaction_settings,
     shell:
         "transferscope interactions --settings {params.settings:q} --data {input.data} "
         "--runs {input.runs} --out {output} 2> {log}"

@@ -22,6 +22,12 @@ def _json_arg(text: str):
         raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text[:80]}") from None
 
 
+def _bool(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+    return text.lower() in ("true", "1")
+
+
 def _settings(args) -> dict:
     if args.settings is not None:
         return args.settings
@@ -68,6 +74,39 @@ def cmd_interactions(args) -> None:
         settings = interaction_settings(load_config(args.configfile), args.experiment, args.seed)
     runs = {read_json(Path(s))["regime"]: _run_dir(s) for s in args.runs}
     extract(settings, args.data, runs, _run_dir(args.out), progress=not args.quiet)
+
+
+def cmd_knowledge(args) -> None:
+    from transferscope.knowledge import aggregate, report
+
+    boot = {"resamples": args.bootstrap, "confidence": args.confidence}
+    if args.action == "transfer":
+        aggregate.transfer_tables(args.interactions, args.out_dir, args.sign_agreement, **boot)
+    elif args.action == "convergence":
+        aggregate.convergence_tables(args.interactions, args.out_dir, **boot)
+    elif args.action == "links":
+        knowledge = Path(args.out_dir)
+        aggregate.link_tables(
+            knowledge / "transfer_samples.parquet",
+            knowledge / "convergence_samples.parquet",
+            args.runs,
+            knowledge,
+            **boot,
+        )
+    else:
+        report.write_reports(args.out_dir, args.runs, args.metrics, args.summary)
+
+
+def cmd_figures_knowledge(args) -> None:
+    from transferscope.knowledge import figures
+
+    if args.action == "transfer":
+        figures.transfer_by_order(args.table, args.out, args.dpi)
+    elif args.action == "convergence":
+        figures.convergence(args.table, args.runs, args.out, args.dpi)
+    else:
+        data = dict(pair.split("=", 1) for pair in args.data)
+        figures.salient_examples(args.interactions, data, args.out, dpi=args.dpi)
 
 
 def cmd_figures_curves(args) -> None:
@@ -122,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     inter.add_argument("--quiet", action="store_true")
     inter.set_defaults(func=cmd_interactions)
 
+    knowledge = stages.add_parser("knowledge", help="knowledge tables, metrics and summary")
+    knowledge.add_argument("action", choices=["transfer", "convergence", "links", "report"])
+    knowledge.add_argument("--interactions", nargs="*", default=[], help="extraction summaries")
+    knowledge.add_argument("--runs", nargs="*", default=[], help="run summary.json files")
+    knowledge.add_argument("--out-dir", required=True, help="results/knowledge")
+    knowledge.add_argument("--sign-agreement", type=_bool, default=True)
+    knowledge.add_argument("--bootstrap", type=int, default=1000)
+    knowledge.add_argument("--confidence", type=float, default=0.95)
+    knowledge.add_argument("--metrics", help="report: headline numbers JSON")
+    knowledge.add_argument("--summary", help="report: plain-sentence Markdown summary")
+    knowledge.set_defaults(func=cmd_knowledge)
+
     figures = stages.add_parser("figures", help="draw figures").add_subparsers(
         dest="action", required=True
     )
@@ -130,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("--out", required=True)
     curves.add_argument("--dpi", type=int, default=120)
     curves.set_defaults(func=cmd_figures_curves)
+    for name, helptext in [
+        ("transfer", "preserved / discarded / new by order"),
+        ("convergence", "similarity to the final interactions beside accuracy"),
+        ("examples", "strongest salient interactions drawn on inputs"),
+    ]:
+        fig = figures.add_parser(name, help=helptext)
+        fig.add_argument("--table", help="knowledge table (transfer_samples / convergence)")
+        fig.add_argument("--runs", nargs="*", default=[])
+        fig.add_argument("--interactions", nargs="*", default=[])
+        fig.add_argument("--data", nargs="*", default=[], help="experiment=data_dir pairs")
+        fig.add_argument("--out", required=True)
+        fig.add_argument("--dpi", type=int, default=120)
+        fig.set_defaults(func=cmd_figures_knowledge)
 
     theory = stages.add_parser("theory", help="theory lens: closed forms, simulations, diagrams")
     theory.add_argument("--params", type=_json_arg)

@@ -200,16 +200,22 @@ def plot_phase_diagrams(
 
 
 def _draw_boundaries(ax, diagram, sigma, gammas, thetas, readout_ridge) -> None:
-    g = np.linspace(max(gammas.min() * 0.9, 1e-3), gammas.max() * 1.05, 300)
+    g = np.linspace(max(gammas.min() * 0.9, 1e-3), gammas.max() * 1.05, 301)
     t = np.linspace(0, min(np.pi / 2, thetas.max() * 1.05), 200)
+    if diagram.name == "finetune":  # 𝒯 = (1 − γ)(2cos θ − 1): θ = π/3 below γ = 1, zero above
+        ax.plot([g[0], 1], [np.pi / 3] * 2, "k-")
+        ax.axvline(1.0, color="k", linestyle=":", linewidth=0.8)
+        return
     gg, tt = np.meshgrid(g, t)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = asymptotic_transferability(diagram, tt, gg, sigma, readout_ridge)
-        ax.contour(gg, tt, np.nan_to_num(z, posinf=1e3, neginf=-1e3), levels=[0.0], colors="k")
-        if diagram.baseline == "ridge_scratch":  # the untuned boundary, for comparison
-            plain = DIAGRAMS[diagram.transfer if diagram.transfer != "linear" else "linear"]
-            z0 = asymptotic_transferability(plain, tt, gg, sigma, readout_ridge)
-            ax.contour(
-                gg, tt, np.nan_to_num(z0, posinf=1e3, neginf=-1e3), levels=[0.0], colors="k",
-                linestyles="dashed", linewidths=0.8,
-            )
+    styles = [(diagram, "solid", 1.5)]
+    if diagram.baseline == "ridge_scratch":  # the untuned boundary, dashed, for comparison
+        styles.append((DIAGRAMS[diagram.transfer], "dashed", 0.8))
+    for which, style, width in styles:
+        if which.name == "finetune":
+            ax.plot([g[0], 1], [np.pi / 3] * 2, "k", linestyle=style, linewidth=width)
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = asymptotic_transferability(which, tt, gg, sigma, readout_ridge)
+        z = np.nan_to_num(z, posinf=1e3, neginf=-1e3)
+        if z.min() < 0 < z.max():
+            ax.contour(gg, tt, z, levels=[0.0], colors="k", linestyles=style, linewidths=width)

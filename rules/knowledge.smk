@@ -1,0 +1,139 @@
+# One rule per aggregate: tables under results/knowledge/, headline numbers, summary, figures.
+
+
+rule knowledge_transfer:
+    input:
+        interactions=ts_paths.interaction_summaries(config),
+    output:
+        report(
+            "results/knowledge/transfer.parquet",
+            caption="../report/transfer.rst",
+            category="Knowledge",
+        ),
+        "results/knowledge/transfer.csv",
+        "results/knowledge/transfer_samples.parquet",
+        "results/knowledge/transfer_samples.csv",
+    log:
+        "logs/knowledge/transfer.log",
+    params:
+        sign=config["knowledge"]["sign_agreement"],
+        bootstrap=config["knowledge"]["bootstrap"],
+        confidence=config["knowledge"]["confidence"],
+    shell:
+        "transferscope knowledge transfer --interactions {input.interactions} "
+        "--sign-agreement {params.sign} --bootstrap {params.bootstrap} "
+        "--confidence {params.confidence} --out-dir results/knowledge 2> {log}"
+
+
+rule knowledge_convergence:
+    input:
+        interactions=ts_paths.interaction_summaries(config),
+    output:
+        "results/knowledge/convergence.parquet",
+        "results/knowledge/convergence.csv",
+        "results/knowledge/convergence_samples.parquet",
+        "results/knowledge/convergence_samples.csv",
+        "results/knowledge/directness.parquet",
+        "results/knowledge/directness.csv",
+    log:
+        "logs/knowledge/convergence.log",
+    params:
+        bootstrap=config["knowledge"]["bootstrap"],
+        confidence=config["knowledge"]["confidence"],
+    shell:
+        "transferscope knowledge convergence --interactions {input.interactions} "
+        "--bootstrap {params.bootstrap} --confidence {params.confidence} "
+        "--out-dir results/knowledge 2> {log}"
+
+
+rule knowledge_links:
+    input:
+        "results/knowledge/transfer_samples.parquet",
+        "results/knowledge/convergence_samples.parquet",
+        runs=ts_paths.run_summaries(config),
+    output:
+        "results/knowledge/links.parquet",
+        "results/knowledge/links.csv",
+    log:
+        "logs/knowledge/links.log",
+    params:
+        bootstrap=config["knowledge"]["bootstrap"],
+        confidence=config["knowledge"]["confidence"],
+    shell:
+        "transferscope knowledge links --runs {input.runs} --bootstrap {params.bootstrap} "
+        "--confidence {params.confidence} --out-dir results/knowledge 2> {log}"
+
+
+rule knowledge_report:
+    input:
+        "results/knowledge/transfer.parquet",
+        "results/knowledge/convergence.parquet",
+        "results/knowledge/directness.parquet",
+        "results/knowledge/links.parquet",
+        runs=ts_paths.run_summaries(config),
+    output:
+        metrics="results/metrics.json",
+        summary=report(
+            "results/summary.md", caption="../report/summary.rst", category="Summary"
+        ),
+    log:
+        "logs/knowledge/report.log",
+    shell:
+        "transferscope knowledge report --runs {input.runs} --out-dir results/knowledge "
+        "--metrics {output.metrics} --summary {output.summary} 2> {log}"
+
+
+rule figure_transfer:
+    input:
+        "results/knowledge/transfer_samples.parquet",
+    output:
+        report(
+            "results/figures/transfer_by_order.png",
+            caption="../report/transfer_by_order.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figures/transfer_by_order.log",
+    params:
+        dpi=config["figures"]["dpi"],
+    shell:
+        "transferscope figures transfer --table {input} --dpi {params.dpi} --out {output} 2> {log}"
+
+
+rule figure_convergence:
+    input:
+        table="results/knowledge/convergence.parquet",
+        runs=ts_paths.run_summaries(config),
+    output:
+        report(
+            "results/figures/convergence.png",
+            caption="../report/convergence.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figures/convergence.log",
+    params:
+        dpi=config["figures"]["dpi"],
+    shell:
+        "transferscope figures convergence --table {input.table} --runs {input.runs} "
+        "--dpi {params.dpi} --out {output} 2> {log}"
+
+
+rule figure_examples:
+    input:
+        interactions=ts_paths.interaction_summaries(config),
+        data=[ts_paths.data_dir(d) for d in config["datasets"]],
+    output:
+        report(
+            "results/figures/salient_examples.png",
+            caption="../report/salient_examples.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figures/salient_examples.log",
+    params:
+        data=experiment_data_pairs(),
+        dpi=config["figures"]["dpi"],
+    shell:
+        "transferscope figures examples --interactions {input.interactions} "
+        "--data {params.data} --dpi {params.dpi} --out {output} 2> {log}"

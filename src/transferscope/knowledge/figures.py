@@ -1,0 +1,180 @@
+"""Knowledge figures: transfer by order, convergence beside accuracy, salient interactions drawn
+on the inputs. Matplotlib, PNG, written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from transferscope.figures import REGIME_COLORS, run_metrics, save_figure
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def transfer_by_order(transfer_samples_path, out, dpi=120) -> None:
+    """Mean number of preserved / discarded / new salient AND and OR interactions per order."""
+    import polars as pl
+
+    plt = _plt()
+    table = (
+        pl.read_parquet(transfer_samples_path)
+        .filter(pl.col("order") > 0)
+        .group_by(["experiment", "kind", "order"])
+        .agg(pl.col("n_preserved", "n_discarded", "n_new").mean())
+        .sort("order")
+    )
+    experiments = sorted(table["experiment"].unique())
+    fig, axes = plt.subplots(len(experiments), 2, figsize=(10, 3 * len(experiments)), squeeze=False)
+    colors = {"n_preserved": "#2ca02c", "n_discarded": "#7f7f7f", "n_new": "#1f77b4"}
+    for r, exp in enumerate(experiments):
+        for c, kind in enumerate(("and", "or")):
+            ax, sub = (
+                axes[r, c],
+                table.filter((pl.col("experiment") == exp) & (pl.col("kind") == kind)),
+            )
+            bottom = np.zeros(sub.height)
+            for column, color in colors.items():
+                values = sub[column].to_numpy()
+                ax.bar(sub["order"], values, bottom=bottom, color=color, label=column[2:])
+                bottom += values
+            ax.set_title(f"{exp}: {kind.upper()} interactions")
+            ax.set_xlabel("order |S|")
+            ax.set_ylabel("salient interactions per sample")
+            ax.legend(fontsize=8)
+    fig.suptitle("Pre-trained knowledge after fine-tuning, by interaction order")
+    fig.tight_layout()
+    save_figure(fig, out, dpi)
+
+
+def convergence(convergence_path, run_summaries, out, dpi=120) -> None:
+    """Similarity of each epoch's interactions to the final ones (mean, 95% band), fine-tune vs
+    scratch, beside the test-accuracy curves of the same runs."""
+    import polars as pl
+
+    plt = _plt()
+    table = pl.read_parquet(convergence_path).filter(pl.col("metric") == "similarity")
+    runs = run_metrics([Path(s).parent for s in run_summaries])
+    experiments = sorted(table["experiment"].unique())
+    fig, axes = plt.subplots(len(experiments), 2, figsize=(10, 3 * len(experiments)), squeeze=False)
+    for r, exp in enumerate(experiments):
+        for regime in ("finetune", "scratch"):
+            color = REGIME_COLORS[regime]
+            sub = table.filter((pl.col("experiment") == exp) & (pl.col("regime") == regime)).sort(
+                "epoch"
+            )
+            ax = axes[r, 0]
+            ax.plot(sub["epoch"], sub["mean"], color=color, marker="o", ms=3, label=regime)
+            ax.fill_between(sub["epoch"], sub["low"], sub["high"], color=color, alpha=0.2)
+            acc = (
+                runs.filter((pl.col("experiment") == exp) & (pl.col("regime") == regime))
+                .group_by("epoch")
+                .agg(pl.col("test_accuracy").mean())
+                .sort("epoch")
+            )
+            axes[r, 1].plot(
+                acc["epoch"], acc["test_accuracy"], color=color, marker="o", ms=3, label=regime
+            )
+        axes[r, 0].set(
+            title=f"{exp}: similarity to final interactions",
+            xlabel="epoch",
+            ylabel="weighted Jaccard",
+            ylim=(0, 1.05),
+        )
+        axes[r, 1].set(
+            title=f"{exp}: test accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.05)
+        )
+        for ax in axes[r]:
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+    fig.suptitle("How fast and how directly each regime reaches its final knowledge")
+    fig.tight_layout()
+    save_figure(fig, out, dpi)
+
+
+def salient_examples(
+    interaction_summaries, data_dirs: dict, out, top=3, samples=3, dpi=120
+) -> None:
+    """For a few samples per experiment (first seed), the strongest salient AND interactions of
+    the pre-trained (probe), fine-tuned and scratch model: patches outlined / words listed."""
+    from transferscope.data import load_split, read_manifest
+    from transferscope.interactions.players import grid_bounds
+    from transferscope.knowledge.caches import seed_caches
+
+    plt = _plt()
+    firsts = {}
+    for summary in interaction_summaries:
+        seed = seed_caches(summary)
+        firsts.setdefault(seed.experiment, seed)
+    rows = [(exp, k) for exp in sorted(firsts) for k in range(samples)]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 2.8 * len(rows)), squeeze=False)
+    for r, (exp, k) in enumerate(rows):
+        seed = firsts[exp]
+        caches = {reg: seed.final(reg) for reg in ("probe", "finetune", "scratch")}
+        meta = caches["probe"].meta
+        manifest = read_manifest(data_dirs[exp])
+        test = load_split(data_dirs[exp], "target", "test")
+        index = meta["sample_index"][k]
+        for c, (regime, cache) in enumerate(caches.items()):
+            ax = axes[r, c]
+            values = cache.I["and"][k] * cache.salient["and"][k]
+            best = [s for s in np.argsort(-np.abs(values))[:top] if values[s] != 0]
+            label = "pre-trained (probe)" if regime == "probe" else regime
+            ax.set_title(f"{exp} #{index}: {label}", fontsize=8)
+            ax.set_xticks([]), ax.set_yticks([])
+            if manifest["modality"] == "image":
+                image = test.x[index].float().mean(0).numpy()
+                ax.imshow(image, cmap="gray")
+                grid = int(round(len(values).bit_length() - 1) ** 0.5)
+                rows_b, cols_b = (
+                    grid_bounds(image.shape[0], grid),
+                    grid_bounds(image.shape[1], grid),
+                )
+                for rank, s in enumerate(best):
+                    color = plt.cm.tab10(rank)
+                    for p in range(grid * grid):
+                        if s >> p & 1:
+                            (r0, r1), (c0, c1) = rows_b[p // grid], cols_b[p % grid]
+                            ax.add_patch(
+                                plt.Rectangle(
+                                    (c0 - 0.5 + rank * 0.6, r0 - 0.5 + rank * 0.6),
+                                    c1 - c0 - 1.2 * rank,
+                                    r1 - r0 - 1.2 * rank,
+                                    fill=False,
+                                    ec=color,
+                                    lw=1.5,
+                                )
+                            )
+                    ax.text(
+                        0,
+                        image.shape[0] + 2 + 3 * rank,
+                        f"I={values[s]:+.2f}",
+                        color=color,
+                        fontsize=7,
+                        va="top",
+                    )
+            else:
+                words = meta["game"]["words"][k]
+                text = "\n".join(
+                    f"I={values[s]:+.2f}: "
+                    + " ∧ ".join(w for p, w in enumerate(words) if s >> p & 1)
+                    for s in best
+                )
+                ax.text(
+                    0.02,
+                    0.5,
+                    f"{test.x[index]}\n\n{text or '(no salient interaction)'}",
+                    fontsize=7,
+                    va="center",
+                    wrap=True,
+                )
+    fig.suptitle("Strongest salient AND interactions (boxes: the players of each interaction)")
+    fig.tight_layout()
+    save_figure(fig, out, dpi)

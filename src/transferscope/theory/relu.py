@@ -1,0 +1,194 @@
+"""Two-layer ReLU student–teacher transfer: does the overlap of features predict transfer?
+
+Following "Features are fate" (Tahir, Ganguli, Rotskoff, arXiv 2410.08194, REFERENCES §3):
+    target teacher  f_t(x) = Σ_{j≤m} a_j·(relu(w_jᵀx) − 1/√(2π)),  ‖w_j‖ = 1, a_j = ±1,
+                    rescaled so that E f_t² = 1 (the constant makes each unit mean-zero);
+    source teacher  f_s: the same sum without a fraction μ of the units (nested in μ);
+    student         f(x) = (1/k)·Σ_{i≤k} c_i·relu(u_iᵀx)  (mean-field scaling), x ~ N(0, I_d).
+Students are trained with Adam (full batch) on n_source noisy source samples, then on n noisy
+target samples either by retraining the readout (ridge, closed form, frozen features) or by
+fine-tuning every weight; a scratch student trains on the same target samples. Risks are
+E(f̂ − f_t)² on fresh test points; transferability 𝒯 = E[R_scratch − R_transfer].
+
+The paper's prediction: R_transfer ≈ C(n) + ‖P⊥f_t‖², with P⊥f_t the part of f_t outside the span
+of the pre-trained features. It is estimated here by a least-squares (tiny ridge) readout of the
+noise-free f_t on a large sample (`overlap.fit_ridge_readout`), scored on held-out points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+
+from transferscope.theory.overlap import fit_ridge_readout
+from transferscope.theory.simulate import torch_threads
+
+__all__ = ["RELU_DEFAULTS", "relu_sweep"]
+
+RELU_DEFAULTS = {
+    "d": 20,
+    "teacher_width": 20,
+    "width": 64,
+    "instances": 4,
+    "mus": [0.0, 0.25, 0.5, 0.75],
+    "ns": [25, 100, 400],
+    "noise": 0.1,
+    "n_source": 2000,
+    "n_test": 2000,
+    "n_overlap": 4000,
+    "source_steps": 600,
+    "transfer_steps": 400,
+    "lr": 0.02,
+    "finetune_lr": 0.005,
+    "readout_ridge": 1e-3,
+}
+_CENTRE = 1 / np.sqrt(2 * np.pi)  # E relu(z), z ~ N(0, 1)
+
+
+def _teacher(x: torch.Tensor, w: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Σ_j a_j (relu(w_jᵀx) − 1/√(2π)) for x (B, n, d), w (B, m, d), a (B, m)."""
+    return ((x @ w.transpose(1, 2)).relu() - _CENTRE) @ a.unsqueeze(-1)
+
+
+def _student(x: torch.Tensor, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return (x @ u.transpose(1, 2)).relu() @ c.unsqueeze(-1) / u.shape[1]
+
+
+def _fit(u, c, x, y, steps: int, lr: float, train_u: bool = True):
+    """Full-batch Adam on the mean squared error, every student of the batch independently."""
+    u, c = u.clone().requires_grad_(train_u), c.clone().requires_grad_(True)
+    opt = torch.optim.Adam([u, c] if train_u else [c], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        # sum over students of per-student means: Adam's elementwise steps keep them independent
+        loss = ((_student(x, u, c) - y) ** 2).mean((1, 2)).sum()
+        loss.backward()
+        opt.step()
+    return u.detach(), c.detach()
+
+
+def _risk(u, c, x_test, f_test) -> torch.Tensor:
+    with torch.no_grad():
+        return ((_student(x_test, u, c) - f_test) ** 2).mean((1, 2))
+
+
+def relu_sweep(
+    mus: Sequence[float] | None = None,
+    ns: Sequence[int] | None = None,
+    *,
+    seed: int = 0,
+    threads: int | None = 1,
+    progress: bool = True,
+    **settings,
+) -> pl.DataFrame:
+    """Transferability against μ (fraction of target units missing from the source) and n.
+
+    settings override RELU_DEFAULTS (unknown names raise ValueError). One row per
+    (μ, n, method ∈ {readout, finetune}) with the means and standard deviations over instances:
+    risk_transfer, risk_scratch, transferability, overlap (‖P⊥f_t‖² of the pre-trained features),
+    risk_source (the pre-trained student's error on its own source teacher) and
+    estimation = risk_transfer − overlap (the C(n) term, predicted to depend on n only).
+    """
+    unknown = sorted(set(settings) - set(RELU_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown relu settings {unknown}; known: {sorted(RELU_DEFAULTS)}")
+    cfg = {**RELU_DEFAULTS, **settings}
+    mus = np.asarray(cfg["mus"] if mus is None else mus, dtype=float)
+    ns = [int(n) for n in (cfg["ns"] if ns is None else ns)]
+    if ((mus < 0) | (mus >= 1)).any():
+        raise ValueError(f"mus must lie in [0, 1); got mus={mus.tolist()}")
+    if min(ns) < 2:
+        raise ValueError(f"ns must be >= 2; got ns={ns}")
+    with torch_threads(threads):
+        return _sweep(mus, ns, cfg, seed, progress)
+
+
+def _sweep(mus: np.ndarray, ns: list[int], cfg: dict, seed: int, progress: bool) -> pl.DataFrame:
+    gen = torch.Generator().manual_seed(seed)
+    d, m, k, inst = cfg["d"], cfg["teacher_width"], cfg["width"], cfg["instances"]
+    n_mu, dt = len(mus), torch.float32
+
+    def normal(*shape):
+        return torch.randn(*shape, generator=gen, dtype=dt)
+
+    w_t = normal(inst, m, d)
+    w_t = w_t / w_t.norm(dim=-1, keepdim=True)
+    a_t = torch.where(torch.rand(inst, m, generator=gen) < 0.5, -1.0, 1.0)
+    scale = _teacher(normal(inst, 20_000, d), w_t, a_t).std(1, keepdim=True).squeeze(-1)
+    a_t = a_t / scale  # E f_t² = 1 per instance
+    # source teachers, batch (μ, instance): drop the first round(μm) units of a random order
+    order = torch.argsort(torch.rand(inst, m, generator=gen), dim=1)
+    drop = torch.stack([(order < round(mu * m)).to(dt) for mu in mus])  # rank < count → dropped
+    a_s = (a_t[None] * (1 - drop)).reshape(n_mu * inst, m)
+    w_s = w_t.repeat(n_mu, 1, 1)
+
+    def student_init(batch):
+        return normal(batch, k, d) / np.sqrt(d), normal(batch, k)
+
+    # pre-train on the source, evaluate on fresh source points
+    x_src = normal(inst, cfg["n_source"], d).repeat(n_mu, 1, 1)
+    y_src = _teacher(x_src, w_s, a_s) + cfg["noise"] * normal(n_mu * inst, cfg["n_source"], 1)
+    u_pre, c_pre = _fit(*student_init(n_mu * inst), x_src, y_src, cfg["source_steps"], cfg["lr"])
+    x_chk = normal(inst, cfg["n_test"], d).repeat(n_mu, 1, 1)
+    risk_source = _risk(u_pre, c_pre, x_chk, _teacher(x_chk, w_s, a_s))
+
+    # feature overlap: noise-free f_t read out from the frozen pre-trained features
+    x_big = normal(inst, 2 * cfg["n_overlap"], d).repeat(n_mu, 1, 1)
+    feats = (x_big @ u_pre.transpose(1, 2)).relu()
+    f_big = _teacher(x_big, w_t.repeat(n_mu, 1, 1), a_t.repeat(n_mu, 1))
+    half = cfg["n_overlap"]
+    fit = fit_ridge_readout(feats[:, :half], f_big[:, :half], 1e-8)
+    overlap = ((fit.predict(feats[:, half:]) - f_big[:, half:]) ** 2).mean((1, 2)).float()
+
+    x_test = normal(inst, cfg["n_test"], d)
+    f_test = _teacher(x_test, w_t, a_t)
+    rows = []
+    for n in tqdm(ns, desc="theory: relu sweep (n)", disable=not progress):
+        x = normal(inst, n, d)
+        y = _teacher(x, w_t, a_t) + cfg["noise"] * normal(inst, n, 1)
+        scratch = _risk(*_fit(*student_init(inst), x, y, cfg["transfer_steps"], cfg["lr"]),
+                        x_test, f_test).repeat(n_mu)
+        xr, yr, x_test_r, f_test_r = (t.repeat(n_mu, 1, 1) for t in (x, y, x_test, f_test))
+        readout = fit_ridge_readout((xr @ u_pre.transpose(1, 2)).relu(), yr, cfg["readout_ridge"])
+        with torch.no_grad():
+            pred = readout.predict((x_test_r @ u_pre.transpose(1, 2)).relu())
+        risk = {"readout": ((pred - f_test_r) ** 2).mean((1, 2)).float()}
+        tuned = _fit(u_pre, c_pre, xr, yr, cfg["transfer_steps"], cfg["finetune_lr"])
+        risk["finetune"] = _risk(*tuned, x_test_r, f_test_r)
+        for method, r in risk.items():
+            rows += _summaries(mus, n, method, r, scratch, overlap, risk_source, inst)
+    return pl.DataFrame(rows)
+
+
+def _summaries(mus, n, method, risk, scratch, overlap, risk_source, inst) -> list[dict]:
+    """Mean and std over instances per μ; tensors are ordered (μ, instance)."""
+
+    def split(t):
+        return t.double().reshape(len(mus), inst).numpy()
+
+    risk, scratch, overlap, risk_source = map(split, (risk, scratch, overlap, risk_source))
+    out = []
+    for i, mu in enumerate(mus):
+        t = scratch[i] - risk[i]
+        out.append(
+            {
+                "mu": float(mu),
+                "n": n,
+                "method": method,
+                "risk_transfer": risk[i].mean(),
+                "risk_transfer_std": risk[i].std(ddof=1) if inst > 1 else float("nan"),
+                "risk_scratch": scratch[i].mean(),
+                "transferability": t.mean(),
+                "transferability_std": t.std(ddof=1) if inst > 1 else float("nan"),
+                "overlap": overlap[i].mean(),
+                "overlap_std": overlap[i].std(ddof=1) if inst > 1 else float("nan"),
+                "estimation": (risk[i] - overlap[i]).mean(),
+                "risk_source": risk_source[i].mean(),
+                "instances": inst,
+            }
+        )
+    return out
