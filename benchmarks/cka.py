@@ -7,7 +7,10 @@ on random 32 × 32 inputs. Two comparisons:
   diagonal handling exactly as in `CKA.compare`) against `MinibatchCKA` on the same batches
   and against the full-sample debiased `cka_matrix`;
 - end to end: `torch_cka.CKA.compare` (hooks, forward passes, HSICs) against
-  `model_cka_matrix(..., minibatch=True)`.
+  `model_cka_matrix(..., minibatch=True)`;
+
+on two layer sets: the 13 block-level outputs, and all 46 leaf modules (end to end is skipped
+there: torch_cka's hooks keep views that the following in-place ReLUs overwrite).
 
 Both estimate debiased CKA by averaging unbiased HSIC over minibatches, so the values must
 agree up to torch_cka's float32 arithmetic. Prints a table and writes
@@ -29,7 +32,9 @@ import numpy as np
 import timm
 import torch
 from torch.utils.data import DataLoader, TensorDataset
-from torch_cka import CKA as TorchCKA
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # torch_cka draws a progress bar per compare()
+from torch_cka import CKA as TorchCKA  # noqa: E402
 
 from transferscope.analyses.cka import (
     MinibatchCKA,
@@ -39,7 +44,7 @@ from transferscope.analyses.cka import (
 )
 from transferscope.io import write_json
 
-LAYERS = [
+BLOCK_LAYERS = [
     "conv1",
     "act1",
     "maxpool",
@@ -70,22 +75,26 @@ def _best_of(repeats: int, fn):
     return min(times), value
 
 
-def torch_cka_on_features(feats_a, feats_b, batch: int) -> np.ndarray:
-    """torch_cka's CKA.compare loop body on precomputed features (its own _HSIC)."""
-    helper = TorchCKA.__new__(TorchCKA)  # _HSIC only reads .device
-    helper.device = "cpu"
+def torch_cka_on_features(feats_a, feats_b, batch: int, dtype=torch.float32) -> np.ndarray:
+    """torch_cka's CKA.compare loop body on precomputed features, with its own _HSIC.
+
+    _HSIC only reads ``self.device``, for ``torch.ones(N, 1).to(self.device)``; setting it to
+    a dtype runs torch_cka's exact code in float64 (``dtype=torch.float64``).
+    """
+    helper = TorchCKA.__new__(TorchCKA)
+    helper.device = "cpu" if dtype == torch.float32 else dtype
     names_a, names_b = list(feats_a), list(feats_b)
     n = feats_a[names_a[0]].shape[0]
     num_batches = n // batch
-    hsic = torch.zeros(len(names_a), len(names_b), 3)
+    hsic = torch.zeros(len(names_a), len(names_b), 3, dtype=torch.float64)
     for start in range(0, num_batches * batch, batch):
         for i, name_a in enumerate(names_a):
-            x = feats_a[name_a][start : start + batch].flatten(1)
+            x = feats_a[name_a][start : start + batch].flatten(1).to(dtype)
             k = x @ x.t()
             k.fill_diagonal_(0.0)
             hsic[i, :, 0] += helper._HSIC(k, k) / num_batches
             for j, name_b in enumerate(names_b):
-                y = feats_b[name_b][start : start + batch].flatten(1)
+                y = feats_b[name_b][start : start + batch].flatten(1).to(dtype)
                 l_ = y @ y.t()
                 l_.fill_diagonal_(0)
                 hsic[i, j, 1] += helper._HSIC(k, l_) / num_batches
@@ -104,13 +113,80 @@ def ours_minibatch(feats_a, feats_b, batch: int) -> np.ndarray:
     return metric.result()
 
 
-def torch_cka_end_to_end(inputs: torch.Tensor, batch: int) -> np.ndarray:
+def torch_cka_end_to_end(inputs: torch.Tensor, layers: list[str], batch: int) -> np.ndarray:
     loader = DataLoader(TensorDataset(inputs), batch_size=batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = TorchCKA(_model(0), _model(1), "a", "b", LAYERS, LAYERS)
+        reference = TorchCKA(_model(0), _model(1), "a", "b", layers, layers)
         reference.compare(loader)
     return reference.hsic_matrix.numpy()
+
+
+def leaf_layers(model: torch.nn.Module) -> list[str]:
+    """Every leaf module except Identity (whose output is its input)."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if not list(module.children()) and not isinstance(module, torch.nn.Identity)
+    ]
+
+
+def compare(inputs, layers, batch: int, repeats: int, end_to_end: bool) -> dict:
+    model_a, model_b = _model(0), _model(1)
+    feats_a = layer_features(model_a, inputs, layers, batch_size=batch)
+    feats_b = layer_features(model_b, inputs, layers, batch_size=batch)
+    t_ref, ref = _best_of(repeats, lambda: torch_cka_on_features(feats_a, feats_b, batch))
+    ref64 = torch_cka_on_features(feats_a, feats_b, batch, torch.float64)
+    t_mb, mb = _best_of(repeats, lambda: ours_minibatch(feats_a, feats_b, batch))
+    t_full, full = _best_of(repeats, lambda: cka_matrix(feats_a, feats_b, debiased=True))
+    # float64 features throughout: what the float32 Gram products of the fast path cost
+    mb64 = ours_minibatch(
+        {k: v.double() for k, v in feats_a.items()},
+        {k: v.double() for k, v in feats_b.items()},
+        batch,
+    )
+
+    def row(name, t_theirs, t_ours, theirs, ours, theirs64):
+        return {
+            "comparison": name,
+            "torch_cka_s": t_theirs,
+            "transferscope_s": t_ours,
+            "speedup": t_theirs / t_ours,
+            "max_abs_diff_vs_torch_cka": float(np.abs(theirs - ours).max()),
+            "max_abs_diff_vs_torch_cka_float64": None
+            if theirs64 is None
+            else float(np.abs(theirs64 - ours).max()),
+        }
+
+    rows = [
+        row("features: torch_cka loop vs MinibatchCKA", t_ref, t_mb, ref, mb, ref64),
+        row("features: torch_cka loop vs cka_matrix (full n)", t_ref, t_full, ref, full, None),
+    ]
+    if end_to_end:
+        t_ref_e2e, ref_e2e = _best_of(repeats, lambda: torch_cka_end_to_end(inputs, layers, batch))
+        t_e2e, e2e = _best_of(
+            repeats,
+            lambda: model_cka_matrix(
+                _model(0),
+                _model(1),
+                inputs,
+                layers,
+                debiased=True,
+                batch_size=batch,
+                minibatch=True,
+            ),
+        )
+        rows.insert(
+            1,
+            row(
+                "end to end: CKA.compare vs model_cka_matrix", t_ref_e2e, t_e2e, ref_e2e, e2e, ref64
+            ),
+        )
+    return {
+        "layers": {name: int(f.shape[1]) for name, f in feats_a.items()},
+        "rows": rows,
+        "minibatch_float32_vs_float64_features_max_abs_diff": float(np.abs(mb - mb64).max()),
+    }
 
 
 def main() -> None:
@@ -122,70 +198,39 @@ def main() -> None:
     args = parser.parse_args()
 
     inputs = torch.randn(args.samples, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    model_a, model_b = _model(0), _model(1)
-    feats_a = layer_features(model_a, inputs, LAYERS, batch_size=args.batch)
-    feats_b = layer_features(model_b, inputs, LAYERS, batch_size=args.batch)
-    widths = {name: int(f.shape[1]) for name, f in feats_a.items()}
-
-    t_ref, ref = _best_of(args.repeats, lambda: torch_cka_on_features(feats_a, feats_b, args.batch))
-    t_mb, mb = _best_of(args.repeats, lambda: ours_minibatch(feats_a, feats_b, args.batch))
-    t_full, full = _best_of(args.repeats, lambda: cka_matrix(feats_a, feats_b, debiased=True))
-    t_ref_e2e, ref_e2e = _best_of(args.repeats, lambda: torch_cka_end_to_end(inputs, args.batch))
-    t_e2e, e2e = _best_of(
-        args.repeats,
-        lambda: model_cka_matrix(
-            _model(0),
-            _model(1),
-            inputs,
-            LAYERS,
-            debiased=True,
-            batch_size=args.batch,
-            minibatch=True,
-        ),
-    )
-
-    rows = [
-        {
-            "comparison": "features: torch_cka loop vs MinibatchCKA",
-            "torch_cka_s": t_ref,
-            "transferscope_s": t_mb,
-            "speedup": t_ref / t_mb,
-            "max_abs_diff": float(np.abs(ref - mb).max()),
-        },
-        {
-            "comparison": "end to end: CKA.compare vs model_cka_matrix",
-            "torch_cka_s": t_ref_e2e,
-            "transferscope_s": t_e2e,
-            "speedup": t_ref_e2e / t_e2e,
-            "max_abs_diff": float(np.abs(ref_e2e - e2e).max()),
-        },
-        {
-            "comparison": "features: torch_cka loop vs full-sample debiased cka_matrix",
-            "torch_cka_s": t_ref,
-            "transferscope_s": t_full,
-            "speedup": t_ref / t_full,
-            "max_abs_diff": float(np.abs(ref - full).max()),
-        },
-    ]
-    header = (
-        f"{'comparison':62s} {'torch_cka s':>11s} {'ours s':>8s} {'speedup':>8s} {'max|Δ|':>9s}"
-    )
-    print(
-        f"resnet10t, {len(LAYERS)}×{len(LAYERS)} layer pairs, n={args.samples}, "
-        f"batch={args.batch}, torch threads={torch.get_num_threads()}, best of {args.repeats}"
-    )
-    print(header)
-    for r in rows:
+    # torch_cka's hooks keep views that in-place ReLUs overwrite, so its end-to-end run is
+    # only comparable on layers not followed by an in-place op: the block-level set
+    layer_sets = {"blocks": (BLOCK_LAYERS, True), "leaves": (leaf_layers(_model(0)), False)}
+    results = {}
+    for set_name, (layers, end_to_end) in layer_sets.items():
+        result = compare(inputs, layers, args.batch, args.repeats, end_to_end)
+        results[set_name] = result
         print(
-            f"{r['comparison']:62s} {r['torch_cka_s']:11.3f} {r['transferscope_s']:8.3f} "
-            f"{r['speedup']:7.1f}× {r['max_abs_diff']:9.2e}"
+            f"\nresnet10t, {set_name}: {len(layers)}×{len(layers)} layer pairs, "
+            f"n={args.samples}, batch={args.batch}, torch threads={torch.get_num_threads()}, "
+            f"best of {args.repeats}"
         )
+        print(
+            f"{'comparison':48s} {'torch_cka s':>11s} {'ours s':>8s} {'speedup':>8s} "
+            f"{'max|Δ| f32':>10s} {'max|Δ| f64':>10s}"
+        )
+        for r in result["rows"]:
+            f64 = r["max_abs_diff_vs_torch_cka_float64"]
+            print(
+                f"{r['comparison']:48s} {r['torch_cka_s']:11.3f} {r['transferscope_s']:8.3f} "
+                f"{r['speedup']:7.1f}× {r['max_abs_diff_vs_torch_cka']:10.2e} "
+                f"{'—' if f64 is None else f'{f64:.2e}':>10s}"
+            )
+        print(
+            "MinibatchCKA on float32 vs float64 features: max|Δ| = "
+            f"{result['minibatch_float32_vs_float64_features_max_abs_diff']:.2e}"
+        )
+    print("\nmax|Δ| f32: vs torch_cka as shipped (float32); f64: its _HSIC run in float64.")
     write_json(
         Path(args.out),
         {
             "model": "timm resnet10t (in_chans=1, num_classes=10), seeds 0 and 1",
             "inputs": f"{args.samples} × 1 × 32 × 32 standard normal",
-            "layers": widths,
             "samples": args.samples,
             "batch": args.batch,
             "repeats": args.repeats,
@@ -194,7 +239,15 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "torch": torch.__version__,
-            "rows": rows,
+            "layer_sets": results,
+            "notes": (
+                "torch_cka forms uncentred float32 Gram matrices and evaluates the three-term "
+                "unbiased HSIC in float32; max_abs_diff_vs_torch_cka shows that error, "
+                "max_abs_diff_vs_torch_cka_float64 the agreement of the estimators. The full-n "
+                "row is a different estimator (one batch of all samples), so its difference is "
+                "not an error. torch_cka recomputes the second model's Gram matrix for every "
+                "layer of the first, so the speedup grows about as (layers + 1) / 2."
+            ),
         },
     )
     print(f"wrote {args.out}")

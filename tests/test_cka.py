@@ -152,7 +152,7 @@ def _features(n=64, seed=0):
     return {
         "a": torch.from_numpy(x),
         "b": torch.from_numpy(y),
-        "c": torch.randn(n, 2, 3, generator=g),
+        "c": torch.randn(n, 2, 3, generator=g, dtype=torch.float64),
     }
 
 
@@ -162,6 +162,16 @@ def test_cka_matrix_equals_pairwise_linear_cka(debiased):
     matrix = cka_matrix(fa, fb, debiased)
     expected = [[linear_cka(fa[i], fb[j], debiased) for j in fb] for i in fa]
     np.testing.assert_allclose(matrix, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_float32_features_with_large_means_stay_accurate(debiased):
+    fa, fb = _features(seed=0), _features(seed=1)
+    # ReLU-like features far from zero: uncentred float32 Grams would lose most digits
+    shifted = {k: (v + 1e3 * torch.rand(v.shape[1:])).float() for k, v in fa.items()}
+    matrix = cka_matrix(shifted, fb, debiased)
+    expected = [[linear_cka(fa[i], fb[j], debiased) for j in fb] for i in fa]
+    np.testing.assert_allclose(matrix, expected, atol=1e-5)
 
 
 def test_minibatch_equals_full_debiased_on_one_batch():

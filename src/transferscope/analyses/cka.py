@@ -20,12 +20,18 @@ defined for n ≥ 4. Equivalently (Székely & Rizzo 2014) HSIC_u(K, L) = ⟨U(K)
 with the U-centred matrix U(K)_ij = K̃_ij − r_i/(n−2) − r_j/(n−2) + s/((n−1)(n−2)) for i ≠ j
 and 0 on the diagonal (r = K̃1, s = 1ᵀK̃1). Hence HSIC_u(K, K) = ‖U(K)‖²/(n(n−3)) ≥ 0 in exact
 arithmetic: the negative values under the square root reported for ports that evaluate the
-three-term formula in float32 are round-off. Here everything is accumulated in float64, self
-terms are clamped at 0, and a representation with zero self-HSIC (e.g. constant features)
-gets CKA 0 with anything; results are clipped to [−1, 1] (Cauchy–Schwarz bound). Never NaN.
+three-term formula in float32 are round-off. Here HSIC is ⟨U(K), U(L)⟩ accumulated in
+float64, self terms are clamped at 0 anyway, and a representation with zero self-HSIC (e.g.
+constant features) gets CKA 0 with anything; results are clipped to [−1, 1] (Cauchy–Schwarz
+bound). Never NaN.
 
 Both estimators are invariant to centring the features (U-centring annihilates the a_i + a_j + c
-terms a feature shift adds to K), so features are centred first for numerical accuracy.
+terms a feature shift adds to K), so features are centred before the Gram product: uncentred
+float32 Grams of ReLU features (mean²/variance up to ~300 in a ResNet's last stage) combined by
+the three-term formula are what put torch_cka 0.19 off on benchmarks/cka.py. `linear_cka`
+works in float64 throughout; the matrix forms (`cka_matrix`, `MinibatchCKA`) form the one
+O(n²·p) Gram product in the features' own precision (≥ float32) from centred features and do
+everything after it in float64 (see `centred_gram`).
 
 The minibatch form (`MinibatchCKA`, after `do_wide_and_deep_networks_learn_the_same_things/
 efficient_CKA.py`) averages HSIC_u over minibatches of the same samples for both models:
@@ -49,12 +55,17 @@ Features = Mapping[str, ArrayLike]
 MIN_UNBIASED_SAMPLES = 4
 
 
-def _centred(x: ArrayLike) -> torch.Tensor:
-    """(n, …) array → (n, features) float64 tensor with column means removed."""
+def _centred(x: ArrayLike, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(n, …) array → (n, features) tensor with column means removed.
+
+    In ``dtype``, else in the input's own floating precision (at least float32).
+    """
     t = torch.as_tensor(x).detach()
     if t.ndim < 2:
         raise ValueError(f"features must be (samples × features), got shape {tuple(t.shape)}")
-    t = t.reshape(t.shape[0], -1).to(torch.float64)
+    if dtype is None:
+        dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
+    t = t.reshape(t.shape[0], -1).to(dtype)
     return t - t.mean(dim=0, keepdim=True)
 
 
@@ -69,11 +80,23 @@ def _check_samples(n: int, debiased: bool) -> None:
 
 
 def centred_gram(x: ArrayLike, debiased: bool = False) -> torch.Tensor:
-    """n × n Gram matrix of the linear kernel, HKH (biased) or U-centred U(K) (debiased)."""
+    """n × n float64 Gram matrix of the linear kernel, HKH (biased) or U(K) (debiased).
+
+    The O(n²·p) product runs in the features' precision (float32 features: 2× faster than
+    float64 on CPU); it is formed from centred features, so its rounding is relative to the
+    centred magnitudes, and the n × n centring that follows is float64 (it also removes the
+    rounding of the float32 column means exactly). Pass float64 features for float64 throughout.
+    """
     xc = _centred(x)
     _check_samples(xc.shape[0], debiased)
-    gram = xc @ xc.T
-    return _u_centre(gram) if debiased else gram
+    gram = (xc @ xc.T).to(torch.float64)
+    return _u_centre(gram) if debiased else _double_centre(gram)
+
+
+def _double_centre(gram: torch.Tensor) -> torch.Tensor:
+    """HKH with H = I − 11ᵀ/n."""
+    means = gram.mean(dim=0)
+    return gram - means[:, None] - means[None, :] + means.mean()
 
 
 def _u_centre(gram: torch.Tensor) -> torch.Tensor:
@@ -122,7 +145,7 @@ def linear_cka(X: ArrayLike, Y: ArrayLike, debiased: bool = False, method: str =
     cross-covariances (cost n(p+q)²); "auto" takes the cheaper. Both give the same value.
     Trailing dimensions beyond the second are flattened into features.
     """
-    xc, yc = _centred(X), _centred(Y)
+    xc, yc = _centred(X, torch.float64), _centred(Y, torch.float64)
     n = xc.shape[0]
     if yc.shape[0] != n:
         raise ValueError(f"X has {n} samples but Y has {yc.shape[0]}; CKA needs the same inputs")

@@ -188,7 +188,7 @@ def plot_phase_diagrams(
                 cmap="RdBu_r",
                 norm=norm if c < 2 else _symmetric_norm(values, cap),
             )
-            fig.colorbar(mesh, ax=ax, label="𝒯 = E[R_scratch − R_transfer]" if c < 2 else "Δ𝒯")
+            fig.colorbar(mesh, ax=ax, label=r"$\mathcal{T}$ = E[R_scratch − R_transfer]" if c < 2 else r"$\Delta\mathcal{T}$")
             if c < 2:
                 _draw_boundaries(ax, diagram, sigma, gammas, thetas, readout_ridge)
             ax.set_xlabel("γ = n/d")

@@ -17,17 +17,20 @@ noise-free f_t on a large sample (`overlap.fit_ridge_readout`), scored on held-o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 import torch
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from transferscope.io import atomic_path
 from transferscope.theory.overlap import fit_ridge_readout
 from transferscope.theory.simulate import torch_threads
 
-__all__ = ["RELU_DEFAULTS", "relu_sweep"]
+__all__ = ["RELU_DEFAULTS", "plot_relu", "relu_sweep"]
 
 RELU_DEFAULTS = {
     "d": 20,
@@ -90,8 +93,9 @@ def relu_sweep(
     settings override RELU_DEFAULTS (unknown names raise ValueError). One row per
     (μ, n, method ∈ {readout, finetune}) with the means and standard deviations over instances:
     risk_transfer, risk_scratch, transferability, overlap (‖P⊥f_t‖² of the pre-trained features),
-    risk_source (the pre-trained student's error on its own source teacher) and
-    estimation = risk_transfer − overlap (the C(n) term, predicted to depend on n only).
+    risk_source (the pre-trained student's error on its own source teacher),
+    estimation = risk_transfer − overlap (the C(n) term) and, for the readout, predicted =
+    overlap + C(n) (see `_summaries`).
     """
     unknown = sorted(set(settings) - set(RELU_DEFAULTS))
     if unknown:
@@ -160,17 +164,25 @@ def _sweep(mus: np.ndarray, ns: list[int], cfg: dict, seed: int, progress: bool)
         tuned = _fit(u_pre, c_pre, xr, yr, cfg["transfer_steps"], cfg["finetune_lr"])
         risk["finetune"] = _risk(*tuned, x_test_r, f_test_r)
         for method, r in risk.items():
-            rows += _summaries(mus, n, method, r, scratch, overlap, risk_source, inst)
+            rows += _summaries(
+                mus, n, method, r, scratch, overlap, risk_source, inst, cfg["noise"], k
+            )
     return pl.DataFrame(rows)
 
 
-def _summaries(mus, n, method, risk, scratch, overlap, risk_source, inst) -> list[dict]:
-    """Mean and std over instances per μ; tensors are ordered (μ, instance)."""
+def _summaries(mus, n, method, risk, scratch, overlap, risk_source, inst, noise, width) -> list:
+    """Mean and std over instances per μ; tensors are ordered (μ, instance).
+
+    predicted (readout rows): ‖P⊥f_t‖² + C(n) with C(n) ≈ (σ² + ‖P⊥f_t‖²)·k/(n − k − 1), the
+    least-squares variance of k features when the unexplained part acts as extra noise
+    (exact for Gaussian features; NaN for n ≤ k + 1).
+    """
 
     def split(t):
         return t.double().reshape(len(mus), inst).numpy()
 
     risk, scratch, overlap, risk_source = map(split, (risk, scratch, overlap, risk_source))
+    predicted = overlap + (noise**2 + overlap) * (width / (n - width - 1) if n > width + 1 else np.nan)
     out = []
     for i, mu in enumerate(mus):
         t = scratch[i] - risk[i]
@@ -187,8 +199,47 @@ def _summaries(mus, n, method, risk, scratch, overlap, risk_source, inst) -> lis
                 "overlap": overlap[i].mean(),
                 "overlap_std": overlap[i].std(ddof=1) if inst > 1 else float("nan"),
                 "estimation": (risk[i] - overlap[i]).mean(),
+                "predicted": predicted[i].mean() if method == "readout" else float("nan"),
                 "risk_source": risk_source[i].mean(),
                 "instances": inst,
             }
         )
     return out
+
+
+def plot_relu(table: pl.DataFrame, path: str | os.PathLike) -> None:
+    """Three panels: readout risk vs μ with the overlap prediction; 𝒯 vs μ; risk vs prediction."""
+    fig = Figure(figsize=(15, 4.3), layout="constrained")
+    ax_risk, ax_t, ax_pred = fig.subplots(1, 3)
+    colours = dict(zip(sorted(set(table["n"])), ["C0", "C1", "C2", "C3", "C4", "C5", "C6"] * 9))
+    readout = table.filter(pl.col("method") == "readout").sort("n", "mu")
+    for n, colour in colours.items():
+        sub = readout.filter(pl.col("n") == n)
+        ax_risk.errorbar(sub["mu"], sub["risk_transfer"], sub["risk_transfer_std"], color=colour,
+                         marker="o", capsize=3, label=f"readout, n = {n}")
+        ax_risk.plot(sub["mu"], sub["predicted"], color=colour, linestyle=":")
+        for method, style in (("readout", "-"), ("finetune", "--")):
+            rows = table.filter((pl.col("n") == n) & (pl.col("method") == method)).sort("mu")
+            ax_t.errorbar(rows["mu"], rows["transferability"], rows["transferability_std"],
+                          color=colour, linestyle=style, marker="o", capsize=3,
+                          label=f"{method}, n = {n}")
+        ok = sub.filter(pl.col("predicted").is_not_nan())
+        ax_pred.scatter(ok["predicted"], ok["risk_transfer"], color=colour, label=f"n = {n}")
+    first = readout.filter(pl.col("n") == readout["n"].min())
+    ax_risk.errorbar(first["mu"], first["overlap"], first["overlap_std"], color="k",
+                     linestyle="--", marker="s", capsize=3, label="‖P⊥f_t‖² (feature overlap)")
+    ax_risk.set(xlabel="μ (fraction of target units missing from the source)",
+                ylabel="test risk E(f̂ − f_t)²", title="readout transfer: risk vs ‖P⊥f_t‖² + C(n)")
+    ax_t.axhline(0, color="k", linewidth=0.8)
+    ax_t.set(xlabel="μ", ylabel=r"$\mathcal{T}$ = E[R_scratch − R_transfer]",
+             title="transferability (solid: readout, dashed: fine-tune)")
+    top = max(float(np.nanmax(readout["predicted"].fill_null(np.nan).to_numpy(), initial=0.0)),
+              float(readout["risk_transfer"].max()))
+    ax_pred.plot([0, top], [0, top], "k--", linewidth=0.8, label="risk = prediction")
+    ax_pred.set(xlabel="predicted ‖P⊥f_t‖² + C(n)", ylabel="measured readout risk",
+                title="feature-overlap prediction (n > width + 1)")
+    for ax in (ax_risk, ax_t, ax_pred):
+        ax.legend(fontsize=7)
+    fig.suptitle("Two-layer ReLU student–teacher transfer (source = target minus a fraction μ of units)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)

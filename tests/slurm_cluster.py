@@ -1,0 +1,262 @@
+"""A throw-away single-node SLURM cluster for tests: munged, slurmctld and slurmd on 127.0.0.1.
+
+Everything it writes (config, state, spool, logs, pid files) lives in a directory the caller
+owns; munge's key and socket live in a private directory under /tmp that the munge user can
+reach (pytest's own tmp tree is root-only). Ports are picked free, so it does not collide with
+another cluster on the machine, and :meth:`LocalSlurm.stop` ends exactly the daemons that
+:meth:`LocalSlurm.start` started, by PID.
+
+Needs root (slurmd launches jobs as their submitter) and Debian's ``slurmctld slurmd
+slurm-client munge`` packages; :func:`unavailable_reason` installs them when it can and says
+why not otherwise, for ``pytest.skip``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+FAKE_GPU_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
+EXECUTABLES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo")
+
+
+def unavailable_reason() -> str | None:
+    """None when a local cluster can run here (installing packages if needed), else why not."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "a local SLURM cluster needs root (slurmd runs jobs as their submitter)"
+    missing = [exe for exe in EXECUTABLES if shutil.which(exe) is None]
+    if not missing:
+        return None
+    if shutil.which("apt-get") is None:
+        return f"{', '.join(missing)} not installed and no apt-get to install {' '.join(PACKAGES)}"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
+    result = None
+    for attempt in (install, ["apt-get", "update", "-q"], install):
+        try:
+            result = subprocess.run(attempt, env=env, capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return f"cannot run {' '.join(attempt)}: {err}"
+        if attempt is install and result.returncode == 0:
+            break
+    if result is None or result.returncode != 0:
+        tail = (result.stderr or result.stdout or "").strip().splitlines()[-3:] if result else []
+        return f"cannot install {' '.join(PACKAGES)} with apt-get: {' / '.join(tail)}"
+    missing = [exe for exe in EXECUTABLES if shutil.which(exe) is None]
+    return f"installed {' '.join(PACKAGES)} but {missing} still missing" if missing else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def memory_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    raise RuntimeError("/proc/meminfo has no MemTotal line")
+
+
+class LocalSlurm:
+    """One node named ``hostname -s`` at 127.0.0.1 with ``gpus`` fake GPUs (GRES on /dev/null)."""
+
+    def __init__(self, root: Path, gpus: int = 1, partition: str = "debug"):
+        self.root = Path(root)
+        if not 0 <= gpus <= len(FAKE_GPU_DEVICES):
+            raise ValueError(f"gpus={gpus}: a local cluster fakes 0 to {len(FAKE_GPU_DEVICES)}")
+        self.gpus = gpus
+        self.partition = partition
+        self.node = socket.gethostname().split(".")[0]
+        # a fresh name per cluster: slurmctld refuses state left behind by another cluster name
+        self.name = f"ts{uuid.uuid4().hex[:8]}"
+        self.conf = self.root / "etc" / "slurm.conf"
+        self.logs = self.root / "log"
+        self.munge_dir: Path | None = None
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    # ----------------------------------------------------------------------------- config
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for clients (sbatch, squeue, srun inside jobs) to reach this cluster."""
+        return {"SLURM_CONF": str(self.conf)}
+
+    def write_config(self) -> None:
+        for sub in ("etc", "state", "spool", "log", "run"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        assert self.munge_dir is not None
+        cpus = os.cpu_count() or 1
+        gres = f" Gres=gpu:{self.gpus}" if self.gpus else ""
+        # RealMemory a little under the machine's, so slurmd never reports "Low RealMemory"
+        memory = max(512, int(memory_mb() * 0.9))
+        lines = [
+            f"ClusterName={self.name}",
+            f"SlurmctldHost={self.node}(127.0.0.1)",
+            f"SlurmctldPort={free_port()}",
+            f"SlurmdPort={free_port()}",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            "AuthType=auth/munge",
+            "CredType=cred/munge",
+            f"AuthInfo=socket={self.munge_dir / 'munge.socket'}",
+            f"StateSaveLocation={self.root / 'state'}",
+            f"SlurmdSpoolDir={self.root / 'spool'}",
+            f"SlurmctldPidFile={self.root / 'run' / 'slurmctld.pid'}",
+            f"SlurmdPidFile={self.root / 'run' / 'slurmd.pid'}",
+            f"SlurmctldLogFile={self.logs / 'slurmctld.log'}",
+            f"SlurmdLogFile={self.logs / 'slurmd.log'}",
+            "SlurmctldDebug=info",
+            "SlurmdDebug=info",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none",
+            "JobCompType=jobcomp/none",
+            "SwitchType=switch/none",
+            "MpiDefault=none",
+            "SchedulerType=sched/backfill",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core",
+            "GresTypes=gpu",
+            "ReturnToService=2",
+            # finished jobs stay visible to squeue for 5 minutes: what the executor's
+            # squeue status command relies on where there is no accounting database
+            "MinJobAge=300",
+            "SlurmdParameters=config_overrides",
+            f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory}"
+            f"{gres} State=UNKNOWN",
+            f"PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
+        ]
+        self.conf.write_text("\n".join(lines) + "\n")
+        # character devices that every Linux has stand in for GPUs; SLURM only needs the files
+        devices = FAKE_GPU_DEVICES[: self.gpus]
+        gres_lines = [f"NodeName={self.node} Name=gpu File={dev}" for dev in devices]
+        (self.root / "etc" / "gres.conf").write_text("\n".join(gres_lines) + "\n")
+
+    # ----------------------------------------------------------------------------- daemons
+
+    def start(self, timeout: float = 90.0) -> LocalSlurm:
+        try:
+            self._start_munge()
+            self.write_config()
+            env = dict(os.environ, **self.env)
+            self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf)], env)
+            self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf), "-N", self.node], env)
+            self.wait_idle(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_munge(self) -> None:
+        # munged checks that its directories are owned by its user and not writable by others,
+        # and runs as the munge user: a private directory under /tmp (sticky) satisfies both.
+        self.munge_dir = Path(tempfile.mkdtemp(prefix="transferscope-munge-", dir="/tmp"))
+        os.chmod(self.munge_dir, 0o711)  # clients must reach the socket; nobody else may write
+        key = self.munge_dir / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        os.chmod(key, 0o600)
+        user = "munge"
+        try:
+            shutil.chown(self.munge_dir, user, user)
+            shutil.chown(key, user, user)
+        except (LookupError, PermissionError):
+            user = None  # no munge user: run munged as root (it allows that)
+        cmd = [
+            "munged",
+            "--foreground",
+            f"--key-file={key}",
+            f"--socket={self.munge_dir / 'munge.socket'}",
+            f"--pid-file={self.munge_dir / 'munged.pid'}",
+            f"--log-file={self.munge_dir / 'munged.log'}",
+            f"--seed-file={self.munge_dir / 'munged.seed'}",
+        ]
+        self._spawn("munged", cmd, dict(os.environ), user=user)
+        self._wait(lambda: (self.munge_dir / "munge.socket").exists(), 20, "munged's socket")
+
+    def _spawn(self, name: str, cmd: list[str], env: dict, user: str | None = None) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        out = open(self.logs / f"{name}.out", "ab")
+        self.processes[name] = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, user=user, start_new_session=True
+        )
+        out.close()
+
+    def _wait(self, ready, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode} while waiting for {what}\n"
+                        + self.diagnostics()
+                    )
+            if ready():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"no {what} after {timeout:.0f} s\n{self.diagnostics()}")
+
+    def wait_idle(self, timeout: float) -> None:
+        def idle() -> bool:
+            out = self.run(["sinfo", "--noheader", "--Node", "--format=%N %T"], check=False)
+            return any(line.split() == [self.node, "idle"] for line in out.splitlines())
+
+        self._wait(idle, timeout, f"idle node {self.node} in sinfo")
+
+    def run(self, cmd: list[str], check: bool = True) -> str:
+        """Run a SLURM client command against this cluster; its stdout."""
+        result = subprocess.run(
+            cmd, env=dict(os.environ, **self.env), capture_output=True, text=True, timeout=30
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}): {result.stderr}")
+        return result.stdout
+
+    def stop(self) -> None:
+        """Cancel what is left, then end the daemons this object started (by PID), newest first."""
+        if "slurmctld" in self.processes and self.processes["slurmctld"].poll() is None:
+            try:
+                self.run(["scancel", f"--user={os.getuid()}"], check=False)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        for name in reversed(list(self.processes)):
+            proc = self.processes[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+        self.processes.clear()
+        if self.munge_dir is not None:
+            shutil.rmtree(self.munge_dir, ignore_errors=True)
+            self.munge_dir = None
+
+    def diagnostics(self, lines: int = 15) -> str:
+        """The last lines of every daemon log, for failure messages."""
+        parts = []
+        logs = sorted(self.logs.glob("*")) if self.logs.is_dir() else []
+        if self.munge_dir is not None:
+            logs.append(self.munge_dir / "munged.log")
+        for log in logs:
+            if log.is_file():
+                tail = log.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+    def __enter__(self) -> LocalSlurm:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
