@@ -20,6 +20,7 @@ include: "rules/train.smk"
 include: "rules/interactions.smk"
 include: "rules/knowledge.smk"
 include: "rules/figures.smk"
+include: "rules/theory.smk"
 
 
 rule all:

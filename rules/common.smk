@@ -74,6 +74,7 @@ def all_targets():
         "results/figures/transfer_by_order.png",
         "results/figures/convergence.png",
         "results/figures/salient_examples.png",
+        "results/theory/theory.json",
     ]
 
 

@@ -1,4 +1,5 @@
-"""A throw-away single-node SLURM cluster for tests: munged, slurmctld and slurmd on 127.0.0.1.
+"""Test helpers for running the workflow: a copy of the repository, a parsed dry run, and a
+throw-away single-node SLURM cluster (munged, slurmctld and slurmd on 127.0.0.1).
 
 Everything it writes (config, state, spool, logs, pid files) lives in a directory the caller
 owns; munge's key and socket live in a private directory under /tmp that the munge user can
@@ -14,18 +15,133 @@ why not otherwise, for ``pytest.skip``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUTPUT_DIRS = ("data", "runs", "interactions", "logs", "results", ".snakemake")
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 FAKE_GPU_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
 EXECUTABLES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo")
+
+
+# ------------------------------------------------------------------------------------ workflow
+
+
+def workflow_env(**extra: str) -> dict[str, str]:
+    """The environment a workflow run gets: this venv's tools first, offline hubs, no GPU mask.
+
+    ``CUDA_VISIBLE_DEVICES`` is removed so that rule shells prove they run under ``set -u``
+    without it (SLURM sets it only in jobs that hold a GPU).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg", **extra)
+    return env
+
+
+def copy_repo(dest: Path) -> Path:
+    """The repository's tracked files plus untracked, non-ignored ones (new rules being written),
+    without workflow outputs, copied to ``dest``: a workflow run there never touches the checkout.
+    """
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    tracked = set(
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached"], cwd=REPO, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for rel in filter(None, listed.split("\0")):
+        if rel not in tracked and rel.split("/", 1)[0] in OUTPUT_DIRS:
+            continue  # an output of an earlier run in the checkout, not part of the workflow
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+@dataclass
+class DryJob:
+    """One job of a dry run, as Snakemake prints it."""
+
+    rule: str
+    fields: dict[str, str] = field(default_factory=dict)
+    shell: str | None = None
+
+    def files(self, key: str) -> list[str]:
+        value = self.fields.get(key, "")
+        return [f.strip() for f in value.split(",") if f.strip()]
+
+
+@dataclass
+class DryRun:
+    stats: Counter  # rule -> job count, from the "Job stats" table
+    jobs: list[DryJob]
+    output: str
+
+
+_RULE = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
+_FIELD = re.compile(r"^ {4}(\w+): (.*)$")
+
+
+def parse_dry_run(text: str) -> DryRun:
+    stats: Counter = Counter()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        stats[parts[0]] = int(parts[1])
+    jobs: list[DryJob] = []
+    for line in lines:
+        if match := _RULE.match(line):
+            jobs.append(DryJob(match.group(1)))
+        elif jobs and (match := _FIELD.match(line)):
+            jobs[-1].fields.setdefault(match.group(1), match.group(2))
+        elif jobs and line.startswith("Shell command: "):
+            command = line[len("Shell command: ") :]
+            jobs[-1].shell = None if command == "None" else command
+    return DryRun(stats, jobs, text)
+
+
+@lru_cache(maxsize=4)
+def dry_run(configfile: str = "config/smoke.yaml") -> DryRun:
+    """Every job of the workflow for a config (``--forceall`` into an empty directory)."""
+    with tempfile.TemporaryDirectory(prefix="transferscope-dry-") as empty:
+        cmd = [
+            sys.executable, "-m", "snakemake", "--dry-run", "--forceall", "--printshellcmds",
+            "--workflow-profile", "none", "--snakefile", str(REPO / "Snakefile"),
+            "--directory", empty, "--configfile", str(REPO / configfile),
+        ]  # fmt: skip
+        result = subprocess.run(
+            cmd, cwd=REPO, env=workflow_env(), capture_output=True, text=True, timeout=600
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"snakemake --dry-run failed:\n{result.stdout}\n{result.stderr}")
+    return parse_dry_run(result.stdout + result.stderr)
+
+
+# ---------------------------------------------------------------------------------- SLURM
 
 
 def unavailable_reason() -> str | None:

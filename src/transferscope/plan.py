@@ -8,11 +8,14 @@ what SLURM is asked for.
 
 Rule families (rule names as in ``rules/*.smk``):
 
-* ``prepare_data``: one job per dataset that an experiment uses;
+* ``prepare_data``: one job per configured dataset (the example figure shows every one);
 * ``pretrain``, ``probe``, ``finetune``, ``scratch``: one job per experiment × seed each;
 * ``interactions``: one job per experiment × seed (the probe's final epoch plus every fine-tune and
   scratch epoch);
-* ``training_curves`` and the target ``all``: one job each (aggregates).
+* aggregates (:data:`AGGREGATES`: knowledge tables, figures, theory) and the target ``all``: one
+  job each, CPU-only and cheap next to training.
+
+A rule missing here is simply not in the plan; add it to :func:`jobs` with its family.
 
 Cost model (deliberately simple; good to a factor of a few, which is what a time request or a
 GPU budget needs):
@@ -95,8 +98,18 @@ NOMINAL_PARAMS: dict[str, float] = {  # model ``name`` -> parameters, for job_re
 }
 NOMINAL_DEFAULT = {"timm": 25.6e6, "huggingface": 124.6e6}  # unknown names: err on the large side
 
-GPU_RULES = (*REGIMES, "interactions")  # rules that ask for ``gpus_per_job`` GPUs
-RULE_ORDER = ("prepare_data", *REGIMES, "interactions", "training_curves", "all")
+AGGREGATES = (  # one job per config each, after training and extraction
+    "knowledge_transfer",
+    "knowledge_convergence",
+    "knowledge_links",
+    "knowledge_report",
+    "training_curves",
+    "figure_transfer",
+    "figure_convergence",
+    "figure_examples",
+    "theory",
+)
+RULE_ORDER = ("prepare_data", *REGIMES, "interactions", *AGGREGATES, "all")
 
 
 # ------------------------------------------------------------------------------------- datasets
@@ -341,8 +354,7 @@ def _interactions_job(config, experiment: str, seed, exact: bool) -> Job:
 def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
     """Every job the workflow runs for ``config`` (a validated config), with its cost."""
     out: list[Job] = []
-    used = sorted({spec["dataset"] for spec in config["experiments"].values()})
-    for name in used:
+    for name in config["datasets"]:
         size = dataset_size(name, config["datasets"][name])
         out.append(
             Job(
@@ -358,7 +370,9 @@ def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
             out += [_train_job(config, experiment, regime, s, exact) for s in config["seeds"]]
     for experiment in config["experiments"]:
         out += [_interactions_job(config, experiment, s, exact) for s in config["seeds"]]
-    out.append(Job("training_curves", {}, start_s=20.0, write_bytes=FIGURE_BYTES))
+    for name in AGGREGATES:
+        figure = name.startswith("figure") or name in ("training_curves", "theory")
+        out.append(Job(name, {}, start_s=60.0, write_bytes=FIGURE_BYTES if figure else 0))
     out.append(Job("all", {}, start_s=0.0))
     return out
 
@@ -443,8 +457,7 @@ def warnings_for(config: dict[str, Any]) -> list[str]:
             f"device: cpu with gpus_per_job: {gpus} — jobs hold GPUs they never use; "
             "set gpus_per_job: 0 or device: auto"
         )
-    used = {spec["dataset"] for spec in config["experiments"].values()}
-    for name in sorted(used - set(DATASET_SIZES)):
+    for name in sorted(set(config["datasets"]) - set(DATASET_SIZES)):
         notes.append(
             f"dataset '{name}': no size formula, sizes guessed; add one to "
             "transferscope.plan.DATASET_SIZES"

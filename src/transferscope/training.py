@@ -67,20 +67,23 @@ def encode_split(split, manifest: dict, model_spec: dict) -> dict[str, torch.Ten
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
-def load_task(data_dir: str | Path, task: str, model_spec: dict) -> TaskData:
+def load_task(
+    data_dir: str | Path, task: str, model_spec: dict, block_shuffle: int | None = None
+) -> TaskData:
+    """Train and test inputs of a task; ``block_shuffle`` = b permutes b×b image blocks by one
+    fixed permutation for train and test (feature-reuse analysis, Neyshabur et al. 2020)."""
     from transferscope.data import load_split, read_manifest
 
     manifest = read_manifest(data_dir)
     train, test = load_split(data_dir, task, "train"), load_split(data_dir, task, "test")
     in_chans = manifest["image"]["channels"] if manifest["modality"] == "image" else 0
-    return TaskData(
-        encode_split(train, manifest, model_spec),
-        train.y,
-        encode_split(test, manifest, model_spec),
-        test.y,
-        list(train.classes),
-        in_chans,
-    )
+    train_x, test_x = encode_split(train, manifest, model_spec), encode_split(test, manifest, model_spec)
+    if block_shuffle:
+        from transferscope.analyses.blockshuffle import BlockShuffle
+
+        shuffle = BlockShuffle(manifest["image"]["height"], block_shuffle, seed=0)
+        train_x, test_x = {"x": shuffle(train_x["x"])}, {"x": shuffle(test_x["x"])}
+    return TaskData(train_x, train.y, test_x, test.y, list(train.classes), in_chans)
 
 
 def _batches(inputs: dict[str, torch.Tensor], y: torch.Tensor, batch_size: int, generator=None):
@@ -185,7 +188,7 @@ def train_run(
     runtime.setup(settings["seed"], threads)
     device = runtime.resolve_device(settings["device"])
     regime, training = settings["regime"], settings["training"]
-    data = load_task(data_dir, task_of(regime), settings["model"])
+    data = load_task(data_dir, task_of(regime), settings["model"], settings.get("block_shuffle"))
 
     record = {
         "settings": settings,

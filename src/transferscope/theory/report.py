@@ -37,7 +37,10 @@ __all__ = ["DEFAULT_PARAMS", "merge_params", "run_theory"]
 DEFAULT_PARAMS: dict = {
     "d": 200,
     "depth": 2,
-    "width": None,  # hidden width h; None: h = d as in the paper
+    # hidden width h (None: h = d, the paper's). From small initialisation the hidden layer stays
+    # rank one along the task, so h only sets the size of the ~α noise directions; h = 32 keeps
+    # the default run near a minute (the first layer's d × h updates dominate the cost).
+    "width": 32,
     "instances": 8,
     "thetas": 5,  # a count (evenly spaced over [theta_min, theta_max]) or a list of angles
     "theta_min": 0.0,

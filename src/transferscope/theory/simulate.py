@@ -143,11 +143,18 @@ def feature_map(params: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _apply_sigma(sigma_mat: torch.Tensor | None, vec: torch.Tensor) -> torch.Tensor:
-    """Σ·v for v of shape (I·M, d) with Σ shared by the M runs of each data instance."""
+    """Σ·v for v of shape (I·M, d), Σ shared by the M runs of each of I data instances.
+
+    sigma_mat is Σ (I, d, d), its eigenvalues (I, d) when the runs live in Σ's eigenbasis (then
+    Σ·v is an elementwise product), or None for the identity.
+    """
     if sigma_mat is None:
         return vec
     inst = sigma_mat.shape[0]
-    return torch.bmm(vec.view(inst, -1, vec.shape[-1]), sigma_mat).view_as(vec)  # Σ symmetric
+    blocks = vec.view(inst, -1, vec.shape[-1])
+    if sigma_mat.ndim == 2:
+        return (blocks * sigma_mat[:, None, :]).view_as(vec)
+    return torch.bmm(blocks, sigma_mat).view_as(vec)  # Σ symmetric: v·Σ = (Σ·v)ᵀ
 
 
 # --------------------------------------------------------------------------- training
@@ -161,8 +168,11 @@ def train_deep_linear(
 ) -> GDResult:
     """Gradient descent on all layers for the loss βᵀΣβ − 2bᵀβ + ȳ² (Σ = I when sigma_mat is None).
 
-    b, yy, min_loss have one row per run; sigma_mat (I, d, d) is shared by consecutive blocks of
-    runs (run r uses Σ[r // (runs / I)]). Stops early when every run is within tol of min_loss.
+    b, yy, min_loss have one row per run; sigma_mat (see `_apply_sigma`) is shared by consecutive
+    blocks of runs (run r uses Σ[r // (runs / I)]). Stops early once every run is within tol of
+    min_loss. Gradient descent commutes with rotations of the input space, so training in Σ's
+    eigenbasis (first layer Uᵀ·W₁, b̃ = Uᵀb, diagonal Σ) gives the same run, rotated, at O(d) per
+    Σ product instead of O(d²).
     """
     params = [p.clone() for p in params]
     lr = settings.lr
@@ -333,42 +343,89 @@ def _simulate_grid(
         x = torch.randn(inst, n, d, generator=gen, dtype=dtype).to(device)
         xi = torch.randn(inst, 1, n, generator=gen, dtype=dtype).to(device)
         sigma_mat = x.transpose(1, 2) @ x / n
+        basis = _Eigenbasis(sigma_mat)
 
         def data(targets: torch.Tensor, per: int):
-            """b, ȳ², least loss for targets (I·per, d); σ cycles slowest after the instance."""
+            """b, ȳ² and b̃ = Uᵀb for targets (I·per, d); runs ordered (instance, σ[, θ])."""
             noise = sig.repeat_interleave(per // n_s)[None, :, None] * xi  # (I, per, n)
             y = torch.bmm(targets.view(inst, per, d), x.transpose(1, 2)) + noise
-            b = (torch.bmm(y, x) / n).reshape(-1, d)
-            yy = (y**2).mean(-1).reshape(-1)
-            return b, yy, _quadratic_min(sigma_mat, b, yy, 0.0, _EIG_RTOL)
+            b = torch.bmm(y, x) / n
+            return b.reshape(-1, d), (y**2).mean(-1).reshape(-1), basis.to_eigen(b)
+
+        def train(params, b_rot, yy, settings):
+            least = basis.least_loss(b_rot, yy)
+            res = train_deep_linear(basis.rotate(params), b_rot, yy, least, settings, basis.evals)
+            return res, basis.from_eigen(end_to_end(res.params))
 
         # scratch (GD) and the tuned-ridge baseline, runs ordered (instance, σ)
         u = target_u.to(**to).repeat_interleave(n_s, dim=0)
-        b, yy, least = data(u, n_s)
+        _, yy, b_rot = data(u, n_s)
         start = init_deep_linear(inst * n_s, d, width, depth, init_scale, gen, dtype)
-        res = train_deep_linear([p.to(device) for p in start], b, yy, least, scratch, sigma_mat)
-        rows += _rows(gamma, n, res, end_to_end(res.params), u, sigmas, None, inst, "scratch")
-        rows += _rows(gamma, n, None, _ridge_fit(sigma_mat, b, sigmas, gamma, inst), u, sigmas,
-                      None, inst, "ridge_scratch")
+        res, beta_hat = train([p.to(device) for p in start], b_rot, yy, scratch)
+        rows += _rows(gamma, n, res, beta_hat, u, sigmas, None, inst, "scratch")
+        lam = torch.as_tensor(sigmas**2 / gamma, **to).repeat(inst)  # λ* = σ²/γ per run
+        ridge_hat = basis.from_eigen(basis.ridge(b_rot, lam))
+        rows += _rows(gamma, n, None, ridge_hat, u, sigmas, None, inst, "ridge_scratch")
 
         # transfer runs, ordered (instance, σ, θ)
         per = n_s * n_t
-        b, yy, least = data(beta_t, per)
+        b, yy, b_rot = data(beta_t, per)
         ok = pre_ok.repeat_interleave(per)
-        res = train_deep_linear(_repeat(pre.params, per), b, yy, least, transfer, sigma_mat)
-        rows += _rows(gamma, n, res, end_to_end(res.params), beta_t, sigmas, thetas, inst,
-                      "finetune", ok)
+        res, beta_hat = train(_repeat(pre.params, per), b_rot, yy, transfer)
+        rows += _rows(gamma, n, res, beta_hat, beta_t, sigmas, thetas, inst, "finetune", ok)
 
         gram = features.transpose(1, 2) @ sigma_mat @ features
         q = torch.bmm(b.view(inst, per, d), features).reshape(-1, features.shape[-1])
         c0 = pre.params[-1].repeat_interleave(per, dim=0)
+        feats = features.repeat_interleave(per, dim=0)
         for method, ridge in (("linear", 0.0), ("linear_ridge", readout_ridge)):
             least_c = _quadratic_min(gram, q, yy, ridge, _READOUT_RTOL)
             res = train_readout(c0, gram, q, yy, least_c, transfer, ridge)
-            feats = features.repeat_interleave(per, dim=0)
             beta_hat = torch.bmm(feats, res.params[0].unsqueeze(-1)).squeeze(-1)
             rows += _rows(gamma, n, res, beta_hat, beta_t, sigmas, thetas, inst, method, ok)
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+
+
+class _Eigenbasis:
+    """Σ = U·diag(s)·Uᵀ per data instance, and the maps in and out of its eigenbasis."""
+
+    def __init__(self, sigma_mat: torch.Tensor):
+        self.evals, self.evecs = torch.linalg.eigh(sigma_mat)
+        self.inst, self.d = sigma_mat.shape[0], sigma_mat.shape[-1]
+        # eigenvalues below rtol·max are X's null space (exact zeros up to rounding)
+        self.keep = self.evals > _EIG_RTOL * self.evals[:, -1:]
+
+    def to_eigen(self, vec: torch.Tensor) -> torch.Tensor:
+        """Uᵀv for v (I, M, d) or (I·M, d); returns (I·M, d)."""
+        return torch.bmm(vec.reshape(self.inst, -1, self.d), self.evecs).reshape(-1, self.d)
+
+    def from_eigen(self, vec: torch.Tensor) -> torch.Tensor:
+        """U·ṽ for ṽ (I·M, d)."""
+        blocks = vec.reshape(self.inst, -1, self.d)
+        return torch.bmm(blocks, self.evecs.transpose(1, 2)).reshape(-1, self.d)
+
+    def rotate(self, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """First layer W₁ → UᵀW₁ (the readout vector itself when the depth is 1)."""
+        first = params[0]
+        if first.ndim == 2:
+            return [self.to_eigen(first)]
+        blocks = first.reshape(self.inst, -1, self.d, first.shape[-1])
+        rotated = torch.matmul(self.evecs.transpose(1, 2)[:, None], blocks)
+        return [rotated.reshape(first.shape), *[p.clone() for p in params[1:]]]
+
+    def _per_run(self, tensor: torch.Tensor, runs: int) -> torch.Tensor:
+        return tensor.repeat_interleave(runs // self.inst, dim=0)
+
+    def least_loss(self, b_rot: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+        """min_β βᵀΣβ − 2bᵀβ + ȳ² = ȳ² − Σ_{s>0} b̃²/s (0 when n < d, the residual otherwise)."""
+        evals, keep = self._per_run(self.evals, len(yy)), self._per_run(self.keep, len(yy))
+        return yy - torch.where(keep, b_rot**2 / evals.where(keep, 1.0), 0.0).sum(-1)
+
+    def ridge(self, b_rot: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """(Σ + λI)⁻¹b in the eigenbasis; λ = 0 gives the minimum-norm fit Σ⁺b."""
+        evals, keep = self._per_run(self.evals, len(lam)), self._per_run(self.keep, len(lam))
+        keep = keep | (lam[:, None] > 0)
+        return torch.where(keep, b_rot / (evals + lam[:, None]).where(keep, 1.0), 0.0)
 
 
 _SCHEMA = {
@@ -383,18 +440,6 @@ _SCHEMA = {
     "steps": pl.Int64,
     "gap": pl.Float64,
 }
-
-
-def _ridge_fit(sigma_mat, b, sigmas, gamma, inst) -> torch.Tensor:
-    """Ridge regression (Σ + λI)⁻¹b with λ* = σ²/γ per run; λ = 0 is the minimum-norm fit."""
-    evals, evecs = torch.linalg.eigh(sigma_mat)
-    lam = torch.as_tensor(np.asarray(sigmas) ** 2 / gamma, dtype=b.dtype, device=b.device)
-    lam = lam.repeat(inst)  # runs ordered (instance, σ)
-    proj = torch.bmm(b.view(inst, -1, b.shape[-1]), evecs).reshape(b.shape)
-    ev = evals.repeat_interleave(len(sigmas), dim=0)
-    keep = (ev > _EIG_RTOL * ev[:, -1:]) | (lam[:, None] > 0)
-    coef = torch.where(keep, proj / (ev + lam[:, None]).where(keep, torch.ones_like(ev)), 0.0)
-    return torch.bmm(evecs.repeat_interleave(len(sigmas), dim=0), coef.unsqueeze(-1)).squeeze(-1)
 
 
 def _rows(gamma, n, res, beta_hat, target, sigmas, thetas, inst, method, ok=None) -> list[tuple]:
