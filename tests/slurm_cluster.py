@@ -125,11 +125,12 @@ def parse_dry_run(text: str) -> DryRun:
 
 
 @lru_cache(maxsize=4)
-def dry_run(configfile: str = "config/smoke.yaml") -> DryRun:
-    """Every job of the workflow for a config (``--forceall`` into an empty directory)."""
+def dry_run(configfile: str = "config/smoke.yaml", targets: tuple[str, ...] = ()) -> DryRun:
+    """Every job of the workflow (or of ``targets``) for a config, as ``--forceall`` into an
+    empty directory lists them."""
     with tempfile.TemporaryDirectory(prefix="transferscope-dry-") as empty:
         cmd = [
-            sys.executable, "-m", "snakemake", "--dry-run", "--forceall", "--printshellcmds",
+            sys.executable, "-m", "snakemake", *targets, "--dry-run", "--forceall", "-p",
             "--workflow-profile", "none", "--snakefile", str(REPO / "Snakefile"),
             "--directory", empty, "--configfile", str(REPO / configfile),
         ]  # fmt: skip

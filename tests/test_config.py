@@ -36,7 +36,10 @@ def test_defaults_are_filled(raw):
         (lambda c: c.update(epochs=3), "Additional properties are not allowed \\('epochs'"),
         (lambda c: c["training"]["finetune"].update(lr="fast"), "training/finetune/lr"),
         (lambda c: c["datasets"].update(imagenet={}), "imagenet"),
-        (lambda c: c["experiments"]["digits_resnet"].update(model="vgg"), "'vgg' is not configured"),
+        (
+            lambda c: c["experiments"]["digits_resnet"].update(model="vgg"),
+            "'vgg' is not configured",
+        ),
         (lambda c: c["interactions"].update(precision="fp8"), "fp8"),
     ],
 )

@@ -74,7 +74,9 @@ def test_weighted_jaccard_known_values_and_bounds():
     assert metrics.weighted_jaccard(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == 0.0
     # positive and negative parts are kept apart: opposite signs share nothing
     assert metrics.weighted_jaccard(np.array([1.0]), np.array([-1.0])) == 0.0
-    assert metrics.weighted_jaccard(np.array([2.0, 1.0]), np.array([1.0, 1.0])) == pytest.approx(2 / 3)
+    assert metrics.weighted_jaccard(np.array([2.0, 1.0]), np.array([1.0, 1.0])) == pytest.approx(
+        2 / 3
+    )
     assert metrics.weighted_jaccard(np.zeros(3), np.zeros(3)) == 1.0
     rng = np.random.default_rng(1)
     values = metrics.weighted_jaccard(rng.normal(size=(100, 8)), rng.normal(size=(100, 8)))

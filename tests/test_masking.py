@@ -14,7 +14,11 @@ class TinyCNN(nn.Module):
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(4 * 8 * 8, 3),
         )
 
     def forward(self, x):
@@ -112,7 +116,9 @@ def test_text_game_masks_words_at_embedding_level():
         e = model.emb(ids)
         only_word1 = e.clone()
         only_word1[0, 1:3] = 0.0  # word 0 masked, word 1 and non-players present
-        expected = log_odds(model(inputs_embeds=only_word1, attention_mask=attention), torch.tensor([1]))
+        expected = log_odds(
+            model(inputs_embeds=only_word1, attention_mask=attention), torch.tensor([1])
+        )
     assert torch.allclose(v[0, 0b10], expected)
     with torch.no_grad():
         full = log_odds(model(input_ids=ids, attention_mask=attention), torch.tensor([1]))

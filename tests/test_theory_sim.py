@@ -73,9 +73,8 @@ def test_gd_deep_linear_matches_closed_forms(runs):
 
 def test_gd_scratch_is_the_minimum_norm_fit(runs):
     """Implicit bias, run by run: at σ = 0 the tuned ridge has λ* = 0, i.e. X⁺y on the same data."""
-    pair = (
-        runs.filter(pl.col("sigma") == 0.0)
-        .pivot(on="method", index=["gamma", "instance"], values="risk", aggregate_function="first")
+    pair = runs.filter(pl.col("sigma") == 0.0).pivot(
+        on="method", index=["gamma", "instance"], values="risk", aggregate_function="first"
     )
     assert np.allclose(pair["scratch"], pair["ridge_scratch"], atol=1e-4)
 
@@ -133,12 +132,15 @@ def test_depth_three_reaches_the_minimum_norm_fit():
     y = (x @ beta[..., None])[..., 0]
     sigma_mat = x.transpose(1, 2) @ x / n
     b = (x.transpose(1, 2) @ y[..., None])[..., 0] / n
-    init = init_deep_linear(1, d, 8, 3, 0.05, gen)
+    init = init_deep_linear(1, d, 8, 3, 0.02, gen)
     zero = torch.zeros(1, dtype=torch.float64)
-    res = train_deep_linear(init, b, (y**2).mean(1), zero, GDSettings(0.02, 20_000, 1e-10), sigma_mat)
+    res = train_deep_linear(
+        init, b, (y**2).mean(1), zero, GDSettings(0.02, 20_000, 1e-10), sigma_mat
+    )
     assert res.converged.all()
     min_norm = torch.linalg.pinv(x[0]) @ y[0]
-    assert torch.allclose(end_to_end(res.params)[0], min_norm, atol=2e-3)
+    # the init leaves an O(α²) component outside the row space of X
+    assert (end_to_end(res.params)[0] - min_norm).norm() < 0.01 * min_norm.norm()
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,9 @@ def test_every_regime_writes_every_epoch(smoke_config, prepared, pretrained, tmp
         assert json.loads((run / "settings.json").read_text())["settings"]["regime"] == regime
 
 
-def test_probe_keeps_backbone_and_finetune_starts_from_it(smoke_config, prepared, pretrained, tmp_path):
+def test_probe_keeps_backbone_and_finetune_starts_from_it(
+    smoke_config, prepared, pretrained, tmp_path
+):
     init = checkpoint_path(pretrained, 2)
     source, _ = load_checkpoint(init)
     probe = _train(smoke_config, prepared, tmp_path, "probe", init=init)
@@ -61,7 +63,10 @@ def test_same_seed_same_bytes_and_resume_after_kill(smoke_config, prepared, tmp_
     first = _train(smoke_config, prepared, tmp_path / "a", "scratch")
     second = _train(smoke_config, prepared, tmp_path / "b", "scratch")
     for epoch in range(3):
-        assert checkpoint_path(first, epoch).read_bytes() == checkpoint_path(second, epoch).read_bytes()
+        assert (
+            checkpoint_path(first, epoch).read_bytes()
+            == checkpoint_path(second, epoch).read_bytes()
+        )
 
     # a job killed during epoch 2 of a fresh run
     real_epoch = training._train_epoch
@@ -117,7 +122,9 @@ def test_text_regimes_import_minilm_and_train(smoke_config, prepared, tmp_path):
     assert json.loads((pre / "summary.json").read_text())["epochs"] == 0
     init = checkpoint_path(pre, 0)
     for regime in ("probe", "finetune", "scratch"):
-        run = _train(smoke_config, prepared, tmp_path, regime, init=init, experiment="sentiment_minilm")
+        run = _train(
+            smoke_config, prepared, tmp_path, regime, init=init, experiment="sentiment_minilm"
+        )
         model, meta = load_model(checkpoint_path(run, meta_epochs := 1))
         assert meta["classes"] == ["negative", "positive"] and meta_epochs == 1
         assert model.modality == "text"

@@ -19,7 +19,12 @@ BIN = Path(sys.executable).parent
 def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1")
     return subprocess.run(
-        [str(BIN / "snakemake"), *args], cwd=cwd, env=env, capture_output=True, text=True, check=check
+        [str(BIN / "snakemake"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=check,
     )
 
 
@@ -56,7 +61,11 @@ def test_bad_config_stops_before_any_job(tmp_path):
 def test_smoke_workflow_runs_and_then_has_nothing_to_do(tmp_path):
     repo = tracked_copy(tmp_path)
     snakemake(repo, "--cores", "2", "--configfile", "config/smoke.yaml")
-    for path in ("results/figures/training_curves.png", "results/summary.md", "results/metrics.json"):
+    for path in (
+        "results/figures/training_curves.png",
+        "results/summary.md",
+        "results/metrics.json",
+    ):
         assert (repo / path).stat().st_size > 0, path
     metrics = json.loads((repo / "results/metrics.json").read_text())
     assert "digits_resnet" in metrics and "links" in metrics

@@ -49,6 +49,21 @@ def cmd_data_prepare(args) -> None:
     prepare_dataset(args.name, params or {}, Path(args.out))
 
 
+def cmd_data_fetch(args) -> None:
+    from transferscope.data.download import fetch_dataset
+
+    params = args.params
+    if args.configfile:
+        from transferscope.config import load_config
+
+        datasets = load_config(args.configfile)["datasets"]
+        if args.name not in datasets:
+            raise ValueError(f"{args.configfile}: no datasets.{args.name}; allowed: {sorted(datasets)}")
+        params = datasets[args.name]
+    for path in fetch_dataset(args.name, params or {}):
+        print(path)
+
+
 def cmd_train(args) -> None:
     from transferscope.training import train_run
     from transferscope.workflow import final_checkpoint
@@ -139,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--configfile", help="take the parameters from datasets.<name> here")
     prepare.add_argument("--out", required=True)
     prepare.set_defaults(func=cmd_data_prepare)
+    fetch = data.add_parser("fetch", help="download a published dataset's files (verified)")
+    fetch.add_argument("name")
+    fetch.add_argument("--params", type=_json_arg, help="dataset parameters (JSON): urls, cache_dir")
+    fetch.add_argument("--configfile", help="take the parameters from datasets.<name> here")
+    fetch.set_defaults(func=cmd_data_fetch)
 
     train = stages.add_parser("train", help="train one (experiment, regime, seed) run")
     _add_selectors(train)

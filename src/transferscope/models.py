@@ -101,21 +101,38 @@ def _build_timm(spec, num_classes, in_chans, pretrained) -> ImageClassifier:
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise ValueError(f"timm does not know model '{name}'; close matches: {close}")
+    arch, _, tag = name.partition(".")
+    if tag and name not in timm.list_pretrained(f"{arch}.*"):
+        tags = timm.list_pretrained(f"{arch}.*")
+        raise ValueError(f"timm model '{arch}' has no pretrained tag '{tag}'; available: {tags}")
     weights_file = pretrained if isinstance(pretrained, str) else None
-    backbone = timm.create_model(
-        name,
-        pretrained=pretrained is True,
-        num_classes=0,
-        in_chans=in_chans,
-        **spec.get("kwargs", {}),
-    )
+    try:
+        backbone = timm.create_model(
+            name,
+            pretrained=pretrained is True,
+            num_classes=0,
+            in_chans=in_chans,
+            **spec.get("kwargs", {}),
+        )
+    except (OSError, RuntimeError) as err:
+        if pretrained is not True:
+            raise
+        raise RuntimeError(
+            f"timm cannot load the pretrained weights of '{name}' ({err}); they are downloaded "
+            f"once (internet needed, then cached), or set pretrained: <path to a weights file>"
+        ) from None
     if weights_file:
         state = load_state_file(weights_file)
         state = {k: v for k, v in state.items() if not k.startswith(("fc.", "head.", "classifier."))}
-        missing, _ = backbone.load_state_dict(state, strict=False)
+        try:
+            missing, _ = backbone.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatch: weights of another architecture
+            raise ValueError(f"{weights_file}: weights do not fit timm model '{name}' ({err})") from None
         if missing:
             raise ValueError(f"{weights_file}: weights miss {len(missing)} tensors, e.g. {missing[:3]}")
-    return ImageClassifier(backbone, backbone.num_features, num_classes)
+    # models with a pre-logits layer (vgg, mobilenetv3) output head_hidden_size, not num_features
+    features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    return ImageClassifier(backbone, features, num_classes)
 
 
 def _build_hf(spec, num_classes, pretrained) -> TextClassifier:
@@ -124,10 +141,13 @@ def _build_hf(spec, num_classes, pretrained) -> TextClassifier:
     path = resolve_hf_path(spec["name"])
     local = Path(path).is_dir()
     kwargs = {"local_files_only": local or os.environ.get("HF_HUB_OFFLINE") == "1"}
-    if pretrained:
-        encoder = AutoModel.from_pretrained(path, **kwargs)
-    else:
-        encoder = AutoModel.from_config(AutoConfig.from_pretrained(path, **kwargs))
+    try:
+        if pretrained:
+            encoder = AutoModel.from_pretrained(path, **kwargs)
+        else:
+            encoder = AutoModel.from_config(AutoConfig.from_pretrained(path, **kwargs))
+    except (OSError, ValueError) as err:
+        raise _hf_error(spec["name"], err) from None
     return TextClassifier(encoder, num_classes, spec.get("pooling", "mean"))
 
 
@@ -135,7 +155,48 @@ def load_tokenizer(spec: dict[str, Any]):
     from transformers import AutoTokenizer
 
     path = resolve_hf_path(spec["name"])
-    return AutoTokenizer.from_pretrained(path, local_files_only=Path(path).is_dir())
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=Path(path).is_dir())
+    except (OSError, ValueError) as err:
+        raise _hf_error(spec["name"], err) from None
+
+
+# Offline the Hub cannot be searched: close matches come from these and the local HF cache.
+KNOWN_HF_MODELS = (
+    "bert-base-uncased",
+    "bert-base-cased",
+    "bert-large-uncased",
+    "distilbert-base-uncased",
+    "distilbert-base-cased",
+    "roberta-base",
+    "roberta-large",
+    "albert-base-v2",
+    "google-bert/bert-base-uncased",
+    "distilbert/distilbert-base-uncased",
+    "sentence-transformers/all-MiniLM-L6-v2",
+)
+
+
+def hf_close_matches(name: str) -> list[str]:
+    """Model ids like ``name`` among well-known ids and those in the local Hugging Face cache."""
+    from huggingface_hub import constants
+
+    cache = Path(constants.HF_HUB_CACHE)
+    cached = [
+        d.name[len("models--") :].replace("--", "/")
+        for d in (cache.iterdir() if cache.is_dir() else [])
+        if d.name.startswith("models--")
+    ]
+    return difflib.get_close_matches(name, sorted({*KNOWN_HF_MODELS, *cached}), n=5, cutoff=0.6)
+
+
+def _hf_error(name: str, err: Exception) -> ValueError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ValueError(
+        f"Hugging Face cannot load model '{name}' ({reason}); close matches: "
+        f"{hf_close_matches(name)}. Give a Hub id (downloaded once, internet needed), a local "
+        f"directory, or package:<module>/<dir>"
+    )
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -33,21 +33,21 @@ from transferscope.theory.simulate import torch_threads
 __all__ = ["RELU_DEFAULTS", "plot_relu", "relu_sweep"]
 
 RELU_DEFAULTS = {
-    "d": 20,
-    "teacher_width": 20,
-    "width": 64,
+    "d": 16,
+    "teacher_width": 16,  # m
+    "width": 48,  # student units k
     "instances": 4,
     "mus": [0.0, 0.25, 0.5, 0.75],
     "ns": [25, 100, 400],
-    "noise": 0.1,
-    "n_source": 2000,
+    "noise": 0.1,  # label-noise standard deviation (source and target)
+    "n_source": 1200,
     "n_test": 2000,
-    "n_overlap": 4000,
-    "source_steps": 600,
+    "n_overlap": 4000,  # least-squares sample for ‖P⊥f_t‖² (as many again held out)
+    "source_steps": 500,
     "transfer_steps": 400,
-    "lr": 0.02,
+    "lr": 0.02,  # Adam, pre-training and scratch
     "finetune_lr": 0.005,
-    "readout_ridge": 1e-3,
+    "readout_ridge": 1e-3,  # relative to the mean feature variance (see overlap.py)
 }
 _CENTRE = 1 / np.sqrt(2 * np.pi)  # E relu(z), z ~ N(0, 1)
 
