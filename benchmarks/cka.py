@@ -16,7 +16,7 @@ Both estimate debiased CKA by averaging unbiased HSIC over minibatches, so the v
 agree up to torch_cka's float32 arithmetic. Prints a table and writes
 results/benchmarks/cka.json.
 
-    .venv/bin/python benchmarks/cka.py [--samples 512] [--batch 128] [--repeats 3]
+    .venv/bin/python benchmarks/cka.py [--samples 512] [--leaf-samples 256] [--batch 128] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+import torch_cka.cka
 from torch.utils.data import DataLoader, TensorDataset
-
-os.environ.setdefault("TQDM_DISABLE", "1")  # torch_cka draws a progress bar per compare()
-from torch_cka import CKA as TorchCKA  # noqa: E402
+from torch_cka import CKA as TorchCKA
 
 from transferscope.analyses.cka import (
     MinibatchCKA,
@@ -59,6 +58,9 @@ BLOCK_LAYERS = [
     "global_pool",
     "fc",
 ]
+
+
+torch_cka.cka.tqdm = lambda iterable, **_: iterable  # no progress bar per compare()
 
 
 def _model(seed: int) -> torch.nn.Module:
@@ -193,6 +195,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--leaf-samples", type=int, default=256, help="samples for all leaves")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="results/benchmarks/cka.json")
     args = parser.parse_args()
@@ -200,14 +203,17 @@ def main() -> None:
     inputs = torch.randn(args.samples, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     # torch_cka's hooks keep views that in-place ReLUs overwrite, so its end-to-end run is
     # only comparable on layers not followed by an in-place op: the block-level set
-    layer_sets = {"blocks": (BLOCK_LAYERS, True), "leaves": (leaf_layers(_model(0)), False)}
+    layer_sets = {
+        "blocks": (BLOCK_LAYERS, True, inputs),
+        "leaves": (leaf_layers(_model(0)), False, inputs[: args.leaf_samples]),
+    }
     results = {}
-    for set_name, (layers, end_to_end) in layer_sets.items():
-        result = compare(inputs, layers, args.batch, args.repeats, end_to_end)
-        results[set_name] = result
+    for set_name, (layers, end_to_end, set_inputs) in layer_sets.items():
+        result = compare(set_inputs, layers, args.batch, args.repeats, end_to_end)
+        results[set_name] = {"samples": len(set_inputs), **result}
         print(
             f"\nresnet10t, {set_name}: {len(layers)}×{len(layers)} layer pairs, "
-            f"n={args.samples}, batch={args.batch}, torch threads={torch.get_num_threads()}, "
+            f"n={len(set_inputs)}, batch={args.batch}, torch threads={torch.get_num_threads()}, "
             f"best of {args.repeats}"
         )
         print(

@@ -34,7 +34,7 @@ OUTPUT_DIRS = ("data", "runs", "interactions", "logs", "results", ".snakemake")
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 FAKE_GPU_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
-EXECUTABLES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo")
+EXECUTABLES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "srun", "scancel")
 
 
 # ------------------------------------------------------------------------------------ workflow
@@ -205,12 +205,22 @@ class LocalSlurm:
 
     @property
     def env(self) -> dict[str, str]:
-        """Environment for clients (sbatch, squeue, srun inside jobs) to reach this cluster."""
+        """Environment for clients (sbatch, squeue) to reach this cluster."""
         return {"SLURM_CONF": str(self.conf)}
 
+    @property
+    def bin_dir(self) -> Path:
+        """Put first on PATH: an ``srun`` that finds this cluster's config. The executor's job
+        step drops every SLURM_* variable, SLURM_CONF included, before it calls ``srun``; on a
+        real cluster srun then reads /etc/slurm, here it would find no cluster at all."""
+        return self.root / "bin"
+
     def write_config(self) -> None:
-        for sub in ("etc", "state", "spool", "log", "run"):
+        for sub in ("etc", "state", "spool", "log", "run", "bin"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        srun = self.bin_dir / "srun"
+        srun.write_text(f'#!/bin/sh\nSLURM_CONF={self.conf} exec {shutil.which("srun")} "$@"\n')
+        srun.chmod(0o755)
         assert self.munge_dir is not None
         cpus = os.cpu_count() or 1
         gres = f" Gres=gpu:{self.gpus}" if self.gpus else ""
@@ -246,9 +256,9 @@ class LocalSlurm:
             "SelectTypeParameters=CR_Core",
             "GresTypes=gpu",
             "ReturnToService=2",
-            # finished jobs stay visible to squeue for 5 minutes: what the executor's
-            # squeue status command relies on where there is no accounting database
-            "MinJobAge=300",
+            # finished jobs stay visible to squeue for an hour: what the executor's squeue
+            # status command (and the test's checks) rely on without an accounting database
+            "MinJobAge=3600",
             "SlurmdParameters=config_overrides",
             f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory}"
             f"{gres} State=UNKNOWN",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from transferscope import workflow as ts_paths
-from transferscope.config import load_config
+from transferscope.config import REGIMES, load_config
 
 from .slurm_cluster import REPO, LocalSlurm, copy_repo, dry_run, unavailable_reason, workflow_env
 
@@ -188,18 +189,20 @@ def run_through_slurm_and_compare(tmp_path: Path, targets: tuple[str, ...] = ())
     timings["cluster start"] = time.monotonic() - start
     try:
         env = workflow_env(**cluster.env)
-        env["PATH"] = f"{bin_dir}:{env['PATH']}"
+        env["PATH"] = os.pathsep.join([str(bin_dir), str(cluster.bin_dir), env["PATH"]])
         args = [
             *targets, "--profile", "profiles/slurm", "--configfile", SMOKE,
             "--config", "gpus_per_job=1",
             "--jobs", "8", "--retries", "0",
-            # no accounting database here: job states come from squeue (MinJobAge=300)
+            # no accounting database here: job states come from squeue (MinJobAge=3600)
             "--slurm-status-command", "squeue",
             "--slurm-init-seconds-before-status-checks", "2",
             "--slurm-keep-successful-logs",
         ]  # fmt: skip
         timings["SLURM run"] = run_snakemake(args, repo, env, tmp_path / "slurm.log")
-        queue = cluster.run(["squeue", "--states=all", "--noheader", "--format=%i|%T|%b"])
+        queue = cluster.run(
+            ["squeue", "--states=all", "--noheader", "-O", "JobID:20,State:20,tres-per-job:80"]
+        )
     finally:
         cluster.stop()
     assert not cluster.processes
@@ -208,11 +211,13 @@ def run_through_slurm_and_compare(tmp_path: Path, targets: tuple[str, ...] = ())
     calls = [line.split("\t") for line in record.read_text().splitlines()]
     submitted = Counter(c.removeprefix("rule_").split("_wildcards_")[0] for _, c in calls)
     assert submitted == Counter(job.rule for job in expected.jobs if job.files("output"))
-    states = {line.split("|")[0]: line.split("|")[1:] for line in queue.splitlines()}
+    states = {line.split()[0]: line.split()[1:] for line in queue.splitlines() if line.strip()}
     job_ids = [job_id for job_id, _ in calls]
-    assert all(states[j][0] == "COMPLETED" for j in job_ids if j in states), states
-    gpu_jobs = [j for j, c in calls if c.startswith("rule_pretrain")]
-    assert gpu_jobs and all("gpu" in states[j][1] for j in gpu_jobs if j in states), states
+    assert all(states[j][0] == "COMPLETED" for j in job_ids), states
+    gpu_rules = {f"rule_{r}" for r in (*REGIMES, "interactions")}
+    for job_id, comment in calls:  # training and extraction hold a GPU, nothing else does
+        holds_gpu = "gres:gpu:1" in states[job_id][1]
+        assert holds_gpu == (comment.split("_wildcards_")[0] in gpu_rules), (comment, states)
     slurm_logs = {p.stem for p in (repo / "logs" / "slurm").rglob("*.log")}
     assert set(job_ids) <= slurm_logs, "each SLURM job leaves its log under logs/slurm/"
     for job in expected.jobs:

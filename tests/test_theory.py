@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.theory_support import one_thread  # noqa: F401  (autouse fixture)
 from transferscope.theory import linear
 
 RNG_SEED = 1234
@@ -57,15 +58,14 @@ def test_scratch_risk_matches_min_norm_lstsq(n, sigma):
 @pytest.mark.parametrize("theta", [0.4, 1.3])
 def test_finetune_risk_and_transferability_match_monte_carlo(theta):
     d, n, sigma = 400, 200, 0.2
-    rng = np.random.default_rng(RNG_SEED)
     target = lambda bs, nu: np.cos(theta) * bs + np.sin(theta) * nu  # noqa: E731
-    tuned = _mc_min_norm(d, n, sigma, 25, np.random.default_rng(7), start=lambda bs, nu: bs,
-                         target=target)  # fmt: skip
+    tuned = _mc_min_norm(
+        d, n, sigma, 25, np.random.default_rng(7), start=lambda bs, nu: bs, target=target
+    )
     scratch = _mc_min_norm(d, n, sigma, 25, np.random.default_rng(7), target=target)
     _assert_mc(tuned, linear.finetune_risk(theta, n / d, sigma, d=d))
     # same designs and noise: the paired difference has small variance
     _assert_mc(scratch - tuned, linear.finetune_transferability(theta, n / d, sigma, d=d))
-    assert rng is not None
 
 
 @pytest.mark.parametrize(("n", "ridge"), [(8, 0.0), (30, 0.0), (8, 0.3), (30, 1.0)])
@@ -187,8 +187,14 @@ def test_negative_transfer_boundaries_are_sign_changes(theta, sigma):
     edges = [float(e) for e in edges if np.isfinite(e) and 0 < e and e != 1.0]
     for edge in edges:
         assert abs(linear.linear_transferability(theta, edge, sigma)) < 1e-9
-    inside = [g for g in (0.5 * (float(band.under_start) + float(band.under_end)),
-                          float(band.over_start) + 0.5) if np.isfinite(g)]  # fmt: skip
+    inside = [
+        g
+        for g in (
+            0.5 * (float(band.under_start) + float(band.under_end)),
+            float(band.over_start) + 0.5,
+        )
+        if np.isfinite(g)
+    ]
     for gamma in inside:
         assert linear.linear_transferability(theta, gamma, sigma) < 0
     if sigma > 0:  # the positive band around γ = 1

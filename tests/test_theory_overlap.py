@@ -6,19 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
+from tests.theory_support import one_thread  # noqa: F401  (autouse fixture)
 from transferscope.theory.overlap import feature_overlap, fit_ridge_readout
 from transferscope.theory.relu import relu_sweep
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
 
 
 def _split(rng, n, p):
@@ -30,8 +21,12 @@ def test_target_inside_the_span_is_explained():
     f_tr, f_te = _split(rng, 2000, 20)
     w = rng.standard_normal(20)
     noise = 0.05
-    out = feature_overlap(f_tr, f_tr @ w + noise * rng.standard_normal(2000),
-                          f_te, f_te @ w + noise * rng.standard_normal(2000))  # fmt: skip
+    out = feature_overlap(
+        f_tr,
+        f_tr @ w + noise * rng.standard_normal(2000),
+        f_te,
+        f_te @ w + noise * rng.standard_normal(2000),
+    )
     share = noise**2 / (w @ w + noise**2)  # the noise is the only unexplained part
     assert out["unexplained"] == pytest.approx(share, abs=2e-3)
     assert out["r2"] == pytest.approx(1 - out["unexplained"])
@@ -85,7 +80,10 @@ def test_dual_and_primal_forms_agree():
     [
         ((np.ones((5, 3)), np.ones(5), np.ones((4, 2)), np.ones(4)), r"features_test has 2"),
         ((np.ones((5, 3)), np.ones(4), np.ones((4, 3)), np.ones(4)), r"sample counts differ"),
-        ((np.full((5, 3), np.nan), np.ones(5), np.ones((4, 3)), np.ones(4)), r"features_train.*NaN"),
+        (
+            (np.full((5, 3), np.nan), np.ones(5), np.ones((4, 3)), np.ones(4)),
+            r"features_train.*NaN",
+        ),
         ((np.ones(5), np.ones(5), np.ones((4, 3)), np.ones(4)), r"features must be 2-D"),
         ((np.ones((5, 3)), -np.ones(5, int), np.ones((4, 3)), np.ones(4, int)), r"y_train.*>= 0"),
     ],
@@ -98,9 +96,16 @@ def test_feature_overlap_rejects_bad_input(args, match):
 
 
 SMALL_RELU = {
-    "d": 8, "teacher_width": 8, "width": 24, "instances": 3, "n_source": 600, "n_test": 500,
-    "n_overlap": 1000, "source_steps": 300, "transfer_steps": 100,
-}  # fmt: skip
+    "d": 8,
+    "teacher_width": 8,
+    "width": 24,
+    "instances": 3,
+    "n_source": 600,
+    "n_test": 500,
+    "n_overlap": 1000,
+    "source_steps": 300,
+    "transfer_steps": 100,
+}
 
 
 def test_relu_overlap_grows_with_missing_units():

@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
+from tests.theory_support import one_thread  # noqa: F401  (autouse fixture)
 from transferscope.theory import linear
 from transferscope.theory.phase import DIAGRAMS, phase_table
 from transferscope.theory.simulate import (
@@ -24,23 +24,19 @@ D = 40
 THETAS, GAMMAS, SIGMAS = [0.4, 1.2], [0.4, 2.5], [0.0, 0.3]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small batched products: one BLAS/OpenMP thread is much faster on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def runs() -> pl.DataFrame:
-    torch.set_num_threads(1)
     return simulate_grid(
-        THETAS, GAMMAS, SIGMAS, d=D, width=16, instances=24, readout_ridge=0.3,
-        transfer=GDSettings(lr=0.02, steps=6_000), progress=False,
-    )  # fmt: skip
+        THETAS,
+        GAMMAS,
+        SIGMAS,
+        d=D,
+        width=16,
+        instances=24,
+        readout_ridge=0.3,
+        transfer=GDSettings(lr=0.02, steps=6_000),
+        progress=False,
+    )
 
 
 def _theory(method, theta, gamma, sigma):
@@ -83,9 +79,16 @@ def test_transferability_tables_follow_theory(runs):
     for name in ("linear", "finetune", "linear_ridge"):
         table = phase_table(runs, DIAGRAMS[name], D, readout_ridge=0.3)
         assert table.columns[:9] == [
-            "theta", "gamma", "sigma", "theory", "simulation", "sim_std", "n_instances",
-            "n_unconverged", "difference",
-        ]  # fmt: skip
+            "theta",
+            "gamma",
+            "sigma",
+            "theory",
+            "simulation",
+            "sim_std",
+            "n_instances",
+            "n_unconverged",
+            "difference",
+        ]
         assert (table["n_unconverged"] == 0).all() and (table["n_instances"] == 24).all()
         se = table["sim_std"] / np.sqrt(24)
         assert (table["difference"].abs() <= 4 * se + 0.05).all(), table
@@ -96,9 +99,16 @@ def test_transferability_tables_follow_theory(runs):
 
 def test_unconverged_runs_are_flagged_and_excluded():
     out = simulate_grid(
-        [0.5], [0.5], [0.2], d=12, width=4, instances=3, progress=False,
-        scratch=GDSettings(lr=0.1, steps=3), transfer=GDSettings(lr=0.01, steps=3),
-    )  # fmt: skip
+        [0.5],
+        [0.5],
+        [0.2],
+        d=12,
+        width=4,
+        instances=3,
+        progress=False,
+        scratch=GDSettings(lr=0.1, steps=3),
+        transfer=GDSettings(lr=0.01, steps=3),
+    )
     trained = out.filter(pl.col("method") != "ridge_scratch")
     assert not trained["converged"].any()
     assert (trained["steps"] == 3).all() and (trained["gap"] > 1e-6).all()

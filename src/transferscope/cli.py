@@ -58,7 +58,9 @@ def cmd_data_fetch(args) -> None:
 
         datasets = load_config(args.configfile)["datasets"]
         if args.name not in datasets:
-            raise ValueError(f"{args.configfile}: no datasets.{args.name}; allowed: {sorted(datasets)}")
+            raise ValueError(
+                f"{args.configfile}: no datasets.{args.name}; allowed: {sorted(datasets)}"
+            )
         params = datasets[args.name]
     for path in fetch_dataset(args.name, params or {}):
         print(path)
@@ -156,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(func=cmd_data_prepare)
     fetch = data.add_parser("fetch", help="download a published dataset's files (verified)")
     fetch.add_argument("name")
-    fetch.add_argument("--params", type=_json_arg, help="dataset parameters (JSON): urls, cache_dir")
+    fetch.add_argument(
+        "--params", type=_json_arg, help="dataset parameters (JSON): urls, cache_dir"
+    )
     fetch.add_argument("--configfile", help="take the parameters from datasets.<name> here")
     fetch.set_defaults(func=cmd_data_fetch)
 

@@ -46,6 +46,7 @@ LEDGER = STATE_DIR / "ledger.json"
 # Files inside an artefact that neither DVC (.dvcignore) nor the fingerprint looks at.
 IGNORED_NAMES = (".snakemake_timestamp",)
 IGNORED_SUFFIXES = (".tmp",)
+HASH_LIMIT = 16 * 2**20
 # Files whose change can alter Snakemake's DAG (the outputs cache is keyed on their content).
 WORKFLOW_FILES = ("Snakefile", "rules", "schemas", "config.yaml")
 PREFIX = "[transferscope.dvc]"
@@ -151,7 +152,7 @@ def dvc_outputs(root: str | Path = ".") -> dict[str, list[str]]:
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        return {s.addressing: [str(o.def_path) for o in s.outs] for s in repo.index.stages}
+        return {s.name: [str(o.def_path) for o in s.outs] for s in repo.index.stages}
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -169,7 +170,10 @@ def artefact(output: str) -> Path:
 
 
 def fingerprint(output: str) -> str | None:
-    """Size and mtime of every file of the job's artefact; None when its output is missing."""
+    """What every file of the job's artefact holds (content hash up to HASH_LIMIT bytes, size
+    and mtime beyond: large checkpoints are covered by the hashes in their run's summary.json);
+    None when the output is missing. Content, not mtime, because DVC may replace a file by an
+    identical copy from its cache after a stage (commit with relink)."""
     if not os.path.lexists(output):
         return None
     top = artefact(output)
@@ -179,7 +183,11 @@ def fingerprint(output: str) -> str | None:
         if _ignored(path.name):
             continue
         st = path.stat()
-        digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        if st.st_size <= HASH_LIMIT:
+            what = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            what = f"mtime {st.st_mtime_ns}"
+        digest.update(f"{path}\0{st.st_size}\0{what}\n".encode())
     return digest.hexdigest()
 
 
@@ -209,6 +217,71 @@ def _write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(root: str | Path = ".") -> list[str]:
+    """Re-hash every cached output in the workspace against dvc.lock; the problems found.
+
+    DVC records the hash it *meant* to check out, not the one it wrote: a corrupted object in
+    the remote (unless the remote has ``verify = true``) or in the local cache is checked out
+    silently, and ``dvc status`` stays clean. This reads every file once.
+    """
+    import yaml
+    from dvc.repo import Repo
+
+    root = Path(root)
+    lock = yaml.safe_load((root / "dvc.lock").read_text()) or {}
+    problems: list[str] = []
+    with Repo(str(root)) as repo:
+        cache = repo.cache.local
+        for stage, info in sorted(lock.get("stages", {}).items()):
+            for out in info.get("outs", []):
+                path, md5 = root / out["path"], out.get("md5")
+                if md5 is None:
+                    continue
+                if not md5.endswith(".dir"):
+                    expected = {path: md5}
+                else:
+                    manifest = Path(cache.oid_to_path(md5))
+                    try:
+                        entries = json.loads(manifest.read_text())
+                    except (OSError, json.JSONDecodeError):
+                        problems.append(f"{out['path']}: directory manifest {md5} not in cache")
+                        continue
+                    expected = {path / e["relpath"]: e["md5"] for e in entries}
+                for file, want in expected.items():
+                    rel = os.path.relpath(file, root)
+                    if not file.is_file():
+                        problems.append(f"{rel}: missing (stage {stage})")
+                    elif _md5(file) != want:
+                        problems.append(f"{rel}: content does not match dvc.lock (stage {stage})")
+    return problems
+
+
+def check_integrity() -> None:
+    problems = verify()
+    if problems:
+        shown = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
+        raise DvcGlueError(
+            f"{len(problems)} file(s) in the workspace differ from what dvc.lock records "
+            f"(missing, or a corrupted cache or remote object):\n  {shown}\n"
+            "Remove those files and `dvc pull` again: DVC drops a corrupted local cache object "
+            "when it notices it, and fetches an intact copy. If the remote object is the "
+            "corrupted one, rerun the stage (`dvc repro -f STAGE`) and `dvc push`. Setting "
+            "`dvc remote modify NAME verify true` makes DVC refuse corrupted downloads itself."
+        )
+    _say("every cached output matches dvc.lock")
 
 
 # --------------------------------------------------------------------------- commands
@@ -262,8 +335,10 @@ def dvc_status_clean() -> tuple[bool, str]:
     return not status, json.dumps(status, indent=1)
 
 
-def sync(check: bool = True) -> None:
+def sync(check: bool = True, integrity: bool = True) -> None:
     """Make Snakemake agree with the outputs DVC restored (see module docstring)."""
+    if integrity:
+        check_integrity()
     if check:
         clean, detail = dvc_status_clean()
         if not clean:
@@ -299,7 +374,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     run = sub.add_parser("run", help="bring one dvc.yaml stage up to date (a stage's cmd)")
     run.add_argument("stage")
     run.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="passed to snakemake")
-    sub.add_parser("sync", help="after dvc pull/checkout: Snakemake agrees nothing is to do")
+    sync_p = sub.add_parser(
+        "sync", help="after dvc pull/checkout: Snakemake agrees nothing is to do"
+    )
+    sync_p.add_argument(
+        "--no-verify", action="store_true", help="skip re-hashing the outputs against dvc.lock"
+    )
+    sub.add_parser("verify", help="re-hash every cached output against dvc.lock")
     pull_p = sub.add_parser("pull", help="dvc pull, then sync")
     pull_p.add_argument("dvc_args", nargs=argparse.REMAINDER)
     outs = sub.add_parser("outputs", help="every Snakemake output with its rule")
@@ -309,7 +390,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "run":
             run_stage(args.stage, args.snakemake_args)
         elif args.command == "sync":
-            sync()
+            sync(integrity=not args.no_verify)
+        elif args.command == "verify":
+            check_integrity()
         elif args.command == "pull":
             pull(args.dvc_args)
         else:

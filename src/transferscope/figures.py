@@ -6,7 +6,12 @@ from pathlib import Path
 
 from transferscope.io import atomic_path, read_json
 
-REGIME_COLORS = {"pretrain": "#7f7f7f", "probe": "#2ca02c", "finetune": "#1f77b4", "scratch": "#d62728"}
+REGIME_COLORS = {
+    "pretrain": "#7f7f7f",
+    "probe": "#2ca02c",
+    "finetune": "#1f77b4",
+    "scratch": "#d62728",
+}
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> None:

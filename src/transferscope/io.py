@@ -72,7 +72,9 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found; run the stage that produces it first") from None
+        raise FileNotFoundError(
+            f"{path}: file not found; run the stage that produces it first"
+        ) from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}); delete it and rerun its stage") from None
 

@@ -123,13 +123,19 @@ def _build_timm(spec, num_classes, in_chans, pretrained) -> ImageClassifier:
         ) from None
     if weights_file:
         state = load_state_file(weights_file)
-        state = {k: v for k, v in state.items() if not k.startswith(("fc.", "head.", "classifier."))}
+        state = {
+            k: v for k, v in state.items() if not k.startswith(("fc.", "head.", "classifier."))
+        }
         try:
             missing, _ = backbone.load_state_dict(state, strict=False)
         except RuntimeError as err:  # shape mismatch: weights of another architecture
-            raise ValueError(f"{weights_file}: weights do not fit timm model '{name}' ({err})") from None
+            raise ValueError(
+                f"{weights_file}: weights do not fit timm model '{name}' ({err})"
+            ) from None
         if missing:
-            raise ValueError(f"{weights_file}: weights miss {len(missing)} tensors, e.g. {missing[:3]}")
+            raise ValueError(
+                f"{weights_file}: weights miss {len(missing)} tensors, e.g. {missing[:3]}"
+            )
     # models with a pre-logits layer (vgg, mobilenetv3) output head_hidden_size, not num_features
     features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
     return ImageClassifier(backbone, features, num_classes)
@@ -226,7 +232,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found; run the training stage that writes it")
+        raise FileNotFoundError(
+            f"checkpoint {path} not found; run the training stage that writes it"
+        )
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = json.loads((handle.metadata() or {}).get("transferscope", "{}"))
@@ -241,6 +249,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a checkpoint's model in eval mode on ``device``; returns (model, meta)."""
     state, meta = load_checkpoint(path)
-    model = build_model(meta["model"], meta["num_classes"], meta.get("in_chans", 3), pretrained=False)
+    model = build_model(
+        meta["model"], meta["num_classes"], meta.get("in_chans", 3), pretrained=False
+    )
     model.load_state_dict(state)
     return model.to(device).eval(), meta

@@ -77,7 +77,10 @@ def load_task(
     manifest = read_manifest(data_dir)
     train, test = load_split(data_dir, task, "train"), load_split(data_dir, task, "test")
     in_chans = manifest["image"]["channels"] if manifest["modality"] == "image" else 0
-    train_x, test_x = encode_split(train, manifest, model_spec), encode_split(test, manifest, model_spec)
+    train_x, test_x = (
+        encode_split(train, manifest, model_spec),
+        encode_split(test, manifest, model_spec),
+    )
     if block_shuffle:
         from transferscope.analyses.blockshuffle import BlockShuffle
 
@@ -221,7 +224,9 @@ def train_run(
         state, _ = load_checkpoint(checkpoint_path(run_dir, start))
         model.load_state_dict(state)
         if start > 0:
-            optimizer.load_state_dict(torch.load(run_dir / "resume.pt", weights_only=True)["optimizer"])
+            optimizer.load_state_dict(
+                torch.load(run_dir / "resume.pt", weights_only=True)["optimizer"]
+            )
         rows = pl.read_csv(run_dir / "metrics.csv").filter(pl.col("epoch") <= start).to_dicts()
     else:
         rows.append(_epoch_row(model, data, device, 0, float("nan")))
@@ -288,7 +293,9 @@ def _train_epoch(model, optimizer, data, training, settings, epoch, device) -> f
     if settings["regime"] == "probe":
         model.backbone.eval()  # a frozen backbone keeps its batch-norm statistics too
     total, count = 0.0, 0
-    for batch, labels in _batches(data.train_inputs, data.train_y, training["batch_size"], generator):
+    for batch, labels in _batches(
+        data.train_inputs, data.train_y, training["batch_size"], generator
+    ):
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = labels.to(device)
         loss = nn.functional.cross_entropy(model(**batch), labels)

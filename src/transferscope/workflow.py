@@ -52,4 +52,6 @@ def run_summaries(config: dict[str, Any], regimes=REGIMES) -> list[str]:
 
 
 def interaction_summaries(config: dict[str, Any]) -> list[str]:
-    return [interactions_summary(exp, seed) for exp in config["experiments"] for seed in config["seeds"]]
+    return [
+        interactions_summary(exp, seed) for exp in config["experiments"] for seed in config["seeds"]
+    ]

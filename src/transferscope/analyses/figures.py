@@ -134,9 +134,7 @@ def plot_criticality_bars(
         infinite = np.isinf(mu)
         ax.bar(x + k * width, np.where(infinite, top, mu), width, label=label, color=f"C{k}")
         if infinite.any():
-            ax.bar(
-                x[infinite] + k * width, top, width, fill=False, hatch="//", edgecolor=f"C{k}"
-            )
+            ax.bar(x[infinite] + k * width, top, width, fill=False, hatch="//", edgecolor=f"C{k}")
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_xticks(x + width * (len(criticality) - 1) / 2, modules, rotation=60, fontsize=7)
     ax.set_ylabel("module criticality μ")

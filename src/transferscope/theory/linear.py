@@ -286,9 +286,7 @@ def finetune_risk(theta, gamma, sigma, d=None) -> np.ndarray:
     return scratch - unfitted + 2 * (1 - np.cos(theta)) * unfitted
 
 
-def finetune_transferability(
-    theta, gamma, sigma, d=None, baseline: str = "min_norm"
-) -> np.ndarray:
+def finetune_transferability(theta, gamma, sigma, d=None, baseline: str = "min_norm") -> np.ndarray:
     """𝒯_ft = (1 − γ)(2 cos θ − 1) for γ < 1 and 0 for γ ≥ 1 (the noise terms cancel).
 
     Gradient descent moves β only within the data's row space, so for γ ≥ 1 fine-tuning and
@@ -357,4 +355,6 @@ def tuned_negative_transfer_boundary(theta, sigma) -> np.ndarray:
     theta, sigma = np.broadcast_arrays(check_theta(theta), check_sigma(sigma))
     s2 = np.sin(theta) ** 2
     with np.errstate(divide="ignore"):
-        return np.where(s2 > 0, np.cos(theta) ** 2 * (1 + sigma**2 / np.where(s2 > 0, s2, 1)), np.inf)
+        return np.where(
+            s2 > 0, np.cos(theta) ** 2 * (1 + sigma**2 / np.where(s2 > 0, s2, 1)), np.inf
+        )

@@ -87,7 +87,9 @@ def _targets(name: str, y: torch.Tensor, classes: int | None) -> torch.Tensor:
     if y.ndim == 1:
         return y.to(torch.float64)[:, None]
     if y.ndim != 2:
-        raise ValueError(f"{name} must be 1-D labels or a 2-D (n, k) target; got shape {tuple(y.shape)}")
+        raise ValueError(
+            f"{name} must be 1-D labels or a 2-D (n, k) target; got shape {tuple(y.shape)}"
+        )
     return y.to(torch.float64)
 
 
@@ -107,7 +109,10 @@ def feature_overlap(features_train, y_train, features_test, y_test, ridge: float
         mse          mean over samples of ‖Y − Ŷ‖²,
         n_train, n_test, n_features, n_outputs, ridge.
     """
-    f_tr, f_te = _as_tensor("features_train", features_train), _as_tensor("features_test", features_test)
+    f_tr, f_te = (
+        _as_tensor("features_train", features_train),
+        _as_tensor("features_test", features_test),
+    )
     y_tr, y_te = _as_tensor("y_train", y_train), _as_tensor("y_test", y_test)
     if f_tr.ndim != 2 or f_te.ndim != 2:
         raise ValueError(

@@ -30,7 +30,7 @@ from transferscope.io import atomic_path
 from transferscope.theory.overlap import fit_ridge_readout
 from transferscope.theory.simulate import torch_threads
 
-__all__ = ["RELU_DEFAULTS", "plot_relu", "relu_sweep"]
+__all__ = ["RELU_DEFAULTS", "check_settings", "plot_relu", "relu_sweep"]
 
 RELU_DEFAULTS = {
     "d": 16,
@@ -79,6 +79,24 @@ def _risk(u, c, x_test, f_test) -> torch.Tensor:
         return ((_student(x_test, u, c) - f_test) ** 2).mean((1, 2))
 
 
+def check_settings(settings: dict) -> dict:
+    """RELU_DEFAULTS with `settings` laid over them; ValueError names unknown or bad entries."""
+    unknown = sorted(set(settings) - set(RELU_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown relu settings {unknown}; known: {sorted(RELU_DEFAULTS)}")
+    cfg = {**RELU_DEFAULTS, **settings}
+    mus = np.asarray(cfg["mus"], dtype=float)
+    if mus.size == 0 or ((mus < 0) | (mus >= 1)).any():
+        raise ValueError(f"mus must lie in [0, 1); got mus={mus.tolist()}")
+    cfg["ns"] = [int(n) for n in cfg["ns"]]
+    if not cfg["ns"] or min(cfg["ns"]) < 2:
+        raise ValueError(f"ns must be >= 2; got ns={cfg['ns']}")
+    for key in ("d", "teacher_width", "width", "instances", "n_source", "n_test", "n_overlap"):
+        if int(cfg[key]) < 1:
+            raise ValueError(f"{key} must be >= 1; got {key}={cfg[key]}")
+    return cfg
+
+
 def relu_sweep(
     mus: Sequence[float] | None = None,
     ns: Sequence[int] | None = None,
@@ -97,21 +115,18 @@ def relu_sweep(
     estimation = risk_transfer − overlap (the C(n) term) and, for the readout, predicted =
     overlap + C(n) (see `_summaries`).
     """
-    unknown = sorted(set(settings) - set(RELU_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown relu settings {unknown}; known: {sorted(RELU_DEFAULTS)}")
-    cfg = {**RELU_DEFAULTS, **settings}
-    mus = np.asarray(cfg["mus"] if mus is None else mus, dtype=float)
-    ns = [int(n) for n in (cfg["ns"] if ns is None else ns)]
-    if ((mus < 0) | (mus >= 1)).any():
-        raise ValueError(f"mus must lie in [0, 1); got mus={mus.tolist()}")
-    if min(ns) < 2:
-        raise ValueError(f"ns must be >= 2; got ns={ns}")
+    overrides = dict(settings)
+    if mus is not None:
+        overrides["mus"] = mus
+    if ns is not None:
+        overrides["ns"] = ns
+    cfg = check_settings(overrides)
     with torch_threads(threads):
-        return _sweep(mus, ns, cfg, seed, progress)
+        return _sweep(cfg, seed, progress)
 
 
-def _sweep(mus: np.ndarray, ns: list[int], cfg: dict, seed: int, progress: bool) -> pl.DataFrame:
+def _sweep(cfg: dict, seed: int, progress: bool) -> pl.DataFrame:
+    mus, ns = np.asarray(cfg["mus"], dtype=float), cfg["ns"]
     gen = torch.Generator().manual_seed(seed)
     d, m, k, inst = cfg["d"], cfg["teacher_width"], cfg["width"], cfg["instances"]
     n_mu, dt = len(mus), torch.float32
@@ -154,8 +169,9 @@ def _sweep(mus: np.ndarray, ns: list[int], cfg: dict, seed: int, progress: bool)
     for n in tqdm(ns, desc="theory: relu sweep (n)", disable=not progress):
         x = normal(inst, n, d)
         y = _teacher(x, w_t, a_t) + cfg["noise"] * normal(inst, n, 1)
-        scratch = _risk(*_fit(*student_init(inst), x, y, cfg["transfer_steps"], cfg["lr"]),
-                        x_test, f_test).repeat(n_mu)
+        scratch = _risk(
+            *_fit(*student_init(inst), x, y, cfg["transfer_steps"], cfg["lr"]), x_test, f_test
+        ).repeat(n_mu)
         xr, yr, x_test_r, f_test_r = (t.repeat(n_mu, 1, 1) for t in (x, y, x_test, f_test))
         readout = fit_ridge_readout((xr @ u_pre.transpose(1, 2)).relu(), yr, cfg["readout_ridge"])
         with torch.no_grad():
@@ -182,7 +198,9 @@ def _summaries(mus, n, method, risk, scratch, overlap, risk_source, inst, noise,
         return t.double().reshape(len(mus), inst).numpy()
 
     risk, scratch, overlap, risk_source = map(split, (risk, scratch, overlap, risk_source))
-    predicted = overlap + (noise**2 + overlap) * (width / (n - width - 1) if n > width + 1 else np.nan)
+    predicted = overlap + (noise**2 + overlap) * (
+        width / (n - width - 1) if n > width + 1 else np.nan
+    )
     out = []
     for i, mu in enumerate(mus):
         t = scratch[i] - risk[i]
@@ -215,31 +233,66 @@ def plot_relu(table: pl.DataFrame, path: str | os.PathLike) -> None:
     readout = table.filter(pl.col("method") == "readout").sort("n", "mu")
     for n, colour in colours.items():
         sub = readout.filter(pl.col("n") == n)
-        ax_risk.errorbar(sub["mu"], sub["risk_transfer"], sub["risk_transfer_std"], color=colour,
-                         marker="o", capsize=3, label=f"readout, n = {n}")
+        ax_risk.errorbar(
+            sub["mu"],
+            sub["risk_transfer"],
+            sub["risk_transfer_std"],
+            color=colour,
+            marker="o",
+            capsize=3,
+            label=f"readout, n = {n}",
+        )
         ax_risk.plot(sub["mu"], sub["predicted"], color=colour, linestyle=":")
         for method, style in (("readout", "-"), ("finetune", "--")):
             rows = table.filter((pl.col("n") == n) & (pl.col("method") == method)).sort("mu")
-            ax_t.errorbar(rows["mu"], rows["transferability"], rows["transferability_std"],
-                          color=colour, linestyle=style, marker="o", capsize=3,
-                          label=f"{method}, n = {n}")
+            ax_t.errorbar(
+                rows["mu"],
+                rows["transferability"],
+                rows["transferability_std"],
+                color=colour,
+                linestyle=style,
+                marker="o",
+                capsize=3,
+                label=f"{method}, n = {n}",
+            )
         ok = sub.filter(pl.col("predicted").is_not_nan())
         ax_pred.scatter(ok["predicted"], ok["risk_transfer"], color=colour, label=f"n = {n}")
     first = readout.filter(pl.col("n") == readout["n"].min())
-    ax_risk.errorbar(first["mu"], first["overlap"], first["overlap_std"], color="k",
-                     linestyle="--", marker="s", capsize=3, label="‖P⊥f_t‖² (feature overlap)")
-    ax_risk.set(xlabel="μ (fraction of target units missing from the source)",
-                ylabel="test risk E(f̂ − f_t)²", title="readout transfer: risk vs ‖P⊥f_t‖² + C(n)")
+    ax_risk.errorbar(
+        first["mu"],
+        first["overlap"],
+        first["overlap_std"],
+        color="k",
+        linestyle="--",
+        marker="s",
+        capsize=3,
+        label="‖P⊥f_t‖² (feature overlap)",
+    )
+    ax_risk.set(
+        xlabel="μ (fraction of target units missing from the source)",
+        ylabel="test risk E(f̂ − f_t)²",
+        title="readout transfer: risk vs ‖P⊥f_t‖² + C(n)",
+    )
     ax_t.axhline(0, color="k", linewidth=0.8)
-    ax_t.set(xlabel="μ", ylabel=r"$\mathcal{T}$ = E[R_scratch − R_transfer]",
-             title="transferability (solid: readout, dashed: fine-tune)")
-    top = max(float(np.nanmax(readout["predicted"].fill_null(np.nan).to_numpy(), initial=0.0)),
-              float(readout["risk_transfer"].max()))
+    ax_t.set(
+        xlabel="μ",
+        ylabel=r"$\mathcal{T}$ = E[R_scratch − R_transfer]",
+        title="transferability (solid: readout, dashed: fine-tune)",
+    )
+    top = max(
+        float(np.nanmax(readout["predicted"].fill_null(np.nan).to_numpy(), initial=0.0)),
+        float(readout["risk_transfer"].max()),
+    )
     ax_pred.plot([0, top], [0, top], "k--", linewidth=0.8, label="risk = prediction")
-    ax_pred.set(xlabel="predicted ‖P⊥f_t‖² + C(n)", ylabel="measured readout risk",
-                title="feature-overlap prediction (n > width + 1)")
+    ax_pred.set(
+        xlabel="predicted ‖P⊥f_t‖² + C(n)",
+        ylabel="measured readout risk",
+        title="feature-overlap prediction (n > width + 1)",
+    )
     for ax in (ax_risk, ax_t, ax_pred):
         ax.legend(fontsize=7)
-    fig.suptitle("Two-layer ReLU student–teacher transfer (source = target minus a fraction μ of units)")
+    fig.suptitle(
+        "Two-layer ReLU student–teacher transfer (source = target minus a fraction μ of units)"
+    )
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

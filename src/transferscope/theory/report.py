@@ -11,6 +11,9 @@ Outputs (all written atomically; tables as Parquet with a CSV beside each):
     relu                                  the ReLU student–teacher sweep;
     phase_diagrams.png, phase_diagrams_tuned.png, double_descent.png, relu_transfer.png;
     theory.json                           headline numbers.
+
+The theory column uses the finite-n closed forms at the simulated n = round(γd) (the tuned-ridge
+baseline its asymptotic form); every parameter is validated before any computation starts.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from matplotlib.figure import Figure
 from transferscope.io import atomic_path, write_json
 from transferscope.theory import linear
 from transferscope.theory.phase import DIAGRAMS, phase_table, plot_phase_diagrams
-from transferscope.theory.relu import RELU_DEFAULTS, plot_relu, relu_sweep
+from transferscope.theory.relu import RELU_DEFAULTS, check_settings, plot_relu, relu_sweep
 from transferscope.theory.simulate import GDSettings, simulate_grid
 
 __all__ = ["DEFAULT_PARAMS", "merge_params", "run_theory"]
@@ -85,10 +88,17 @@ def merge_params(params: dict | None) -> dict:
         raise ValueError(f"unknown theory params relu.{bad_relu}; known: {sorted(RELU_DEFAULTS)}")
     merged.update(params)
     merged["relu"].update(relu)
+    check_settings(merged["relu"])
     for key in ("d", "instances", "scratch_steps", "transfer_steps", "pretrain_steps"):
         value = merged[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if key == "d" else 1):
-            raise ValueError(f"{key} must be an integer >= {2 if key == 'd' else 1}; got {key}={value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < (2 if key == "d" else 1)
+        ):
+            raise ValueError(
+                f"{key} must be an integer >= {2 if key == 'd' else 1}; got {key}={value!r}"
+            )
     linear.check_depth(merged["depth"])
     for key in ("scratch_lr", "transfer_lr", "pretrain_lr", "tol", "init_scale"):
         if not merged[key] > 0:
@@ -130,17 +140,27 @@ def run_theory(params: dict | None, out_dir: Path) -> None:
         "pretrain": GDSettings(p["pretrain_lr"], p["pretrain_steps"], 1e-12, p["check_every"]),
     }
     runs = simulate_grid(
-        thetas, gammas, sigmas, d=p["d"], depth=p["depth"], width=p["width"],
-        instances=p["instances"], init_scale=p["init_scale"], readout_ridge=p["readout_ridge"],
-        seed=p["seed"], dtype=getattr(torch, p["dtype"]), device=_device(p["device"]),
-        threads=p["threads"], progress=p["progress"], **settings,
-    )  # fmt: skip
+        thetas,
+        gammas,
+        sigmas,
+        d=p["d"],
+        depth=p["depth"],
+        width=p["width"],
+        instances=p["instances"],
+        init_scale=p["init_scale"],
+        readout_ridge=p["readout_ridge"],
+        seed=p["seed"],
+        dtype=getattr(torch, p["dtype"]),
+        device=_device(p["device"]),
+        threads=p["threads"],
+        progress=p["progress"],
+        **settings,
+    )
     sim_seconds = time.perf_counter() - start
     tables = {
         name: phase_table(runs, DIAGRAMS[name], p["d"], p["readout_ridge"]) for name in _TABLES
     }
-    relu_params = {k: v for k, v in p["relu"].items()}
-    relu = relu_sweep(seed=p["seed"], threads=p["threads"], progress=p["progress"], **relu_params)
+    relu = relu_sweep(seed=p["seed"], threads=p["threads"], progress=p["progress"], **p["relu"])
 
     for name, table in tables.items():
         _write_table(table, out_dir / f"phase_{name}")
@@ -198,15 +218,31 @@ def plot_double_descent(runs: pl.DataFrame, sigmas, d: int, path) -> None:
                 )
                 .sort("gamma")
             )
-            ax.errorbar(stats["gamma"], stats["mean"], stats["std"].fill_null(0), fmt="o",
-                        color=colour, capsize=3, label=f"{label}, ±1 sd")
+            ax.errorbar(
+                stats["gamma"],
+                stats["mean"],
+                stats["std"].fill_null(0),
+                fmt="o",
+                color=colour,
+                capsize=3,
+                label=f"{label}, ±1 sd",
+            )
             for row in stats.filter(pl.col("bad") > 0).iter_rows(named=True):
-                ax.annotate(f"{row['bad']} unconv.", (row["gamma"], row["mean"] or 0),
-                            fontsize=7, color=colour, textcoords="offset points", xytext=(4, 4))
+                ax.annotate(
+                    f"{row['bad']} unconv.",
+                    (row["gamma"], row["mean"] or 0),
+                    fontsize=7,
+                    color=colour,
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                )
         ax.axvline(1.0, color="0.6", linewidth=0.8)
         ax.set_ylim(0, 2.0)
-        ax.set(xlabel="γ = n/d", ylabel="risk ‖β̂ − β_t‖²",
-               title=f"Scratch double descent, σ = {sigma:g}")
+        ax.set(
+            xlabel="γ = n/d",
+            ylabel="risk ‖β̂ − β_t‖²",
+            title=f"Scratch double descent, σ = {sigma:g}",
+        )
         ax.legend(fontsize=7)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -219,18 +255,26 @@ def _num(value):
     return value if value is not None and np.isfinite(value) else None
 
 
+def _max_abs(values: pl.Series):
+    """Largest finite |value| (cells where the finite-d theory is infinite, n = d ± 1, or that
+    have no converged run, are left out and counted separately)."""
+    finite = values.drop_nulls().filter(values.drop_nulls().is_finite()).abs()
+    return (_num(finite.max()), _num(finite.mean())) if len(finite) else (None, None)
+
+
 def _diagram_summary(table: pl.DataFrame) -> dict:
-    diff = table["difference"].drop_nulls().drop_nans().abs()
-    by_sigma = {}
-    for sigma in table["sigma"].unique().sort():
-        sub = table.filter(pl.col("sigma") == sigma)["difference"].drop_nulls().drop_nans().abs()
-        by_sigma[f"{sigma:g}"] = _num(sub.max()) if len(sub) else None
+    by_sigma = {
+        f"{sigma:g}": _max_abs(table.filter(pl.col("sigma") == sigma)["difference"])[0]
+        for sigma in table["sigma"].unique().sort()
+    }
+    largest, mean = _max_abs(table["difference"])
     return {
-        "max_abs_difference": _num(diff.max()) if len(diff) else None,
-        "mean_abs_difference": _num(diff.mean()) if len(diff) else None,
+        "max_abs_difference": largest,
+        "mean_abs_difference": mean,
         "max_abs_difference_by_sigma": by_sigma,
         "cells": table.height,
         "cells_without_converged_runs": int(table["simulation"].is_null().sum()),
+        "cells_with_infinite_theory": int((~table["theory"].is_finite()).sum()),
         "unconverged_runs": int(table["n_unconverged"].sum()),
         "runs": int(table["n_instances"].sum()),
     }
@@ -247,7 +291,7 @@ def _summary(p, runs, tables, relu, thetas, sigmas, sim_seconds, start) -> dict:
         scratch_theory = linear.scratch_risk(
             scratch["n"].to_numpy() / p["d"], scratch["sigma"].to_numpy(), p["d"]
         )
-    scratch_err = np.abs(scratch_theory - scratch["sim"].to_numpy())
+    scratch_err = pl.Series(scratch_theory - scratch["sim"].to_numpy())
     boundaries = {}
     for sigma in sigmas:
         band = linear.negative_transfer_boundary(thetas, sigma)
@@ -256,7 +300,9 @@ def _summary(p, runs, tables, relu, thetas, sigmas, sim_seconds, start) -> dict:
                 "theta": float(t),
                 "min_norm_negative_below_1": [_num(band.under_start[i]), _num(band.under_end[i])],
                 "min_norm_negative_above": _num(band.over_start[i]),
-                "tuned_ridge_negative_above": _num(linear.tuned_negative_transfer_boundary(t, sigma)),
+                "tuned_ridge_negative_above": _num(
+                    linear.tuned_negative_transfer_boundary(t, sigma)
+                ),
             }
             for i, t in enumerate(thetas)
         ]
@@ -270,7 +316,7 @@ def _summary(p, runs, tables, relu, thetas, sigmas, sim_seconds, start) -> dict:
             "total": round(time.perf_counter() - start, 2),
         },
         "diagrams": {name: _diagram_summary(t) for name, t in tables.items()},
-        "scratch_risk_max_abs_difference": _num(np.nanmax(scratch_err)) if scratch_err.size else None,
+        "scratch_risk_max_abs_difference": _max_abs(scratch_err)[0],
         "runs": {
             "total": runs.height,
             "unconverged": int((~runs["converged"]).sum()),
@@ -282,10 +328,15 @@ def _summary(p, runs, tables, relu, thetas, sigmas, sim_seconds, start) -> dict:
         "negative_transfer_boundaries": boundaries,
         "finetune_negative_transfer_angle": linear.finetune_negative_transfer_angle(),
         "relu": {
-            "readout_max_abs_risk_minus_prediction": _num(relu_err.max()) if len(relu_err) else None,
+            "readout_max_abs_risk_minus_prediction": _num(relu_err.max())
+            if len(relu_err)
+            else None,
             "overlap_by_mu": {
                 f"{mu:g}": _num(v)
-                for mu, v in relu.group_by("mu").agg(pl.col("overlap").mean()).sort("mu").iter_rows()
+                for mu, v in relu.group_by("mu")
+                .agg(pl.col("overlap").mean())
+                .sort("mu")
+                .iter_rows()
             },
         },
     }

@@ -10,14 +10,21 @@ Losses (x is isotropic, so everything is a quadratic form in β):
 with Σ = XᵀX/n, b = Xᵀy/n, ȳ² = yᵀy/n. The gradient in β is g = 2(Σβ − b), and the gradient of
 layer l is aₗ ⊗ ρₗ₊₁ with aₗ = (W₁⋯W_{l−1})ᵀg and ρₗ₊₁ = W_{l+1}⋯w, so one step costs a few
 batched matrix-vector products; no autograd. Every tensor carries a leading batch axis that stacks
-instances and grid points, so a whole grid column trains as one tensor program.
+instances and grid points, so a whole γ column (all θ, σ, instances) trains as one tensor program.
+Runs train in the eigenbasis of their Σ (gradient descent commutes with input rotations), which
+makes Σβ an elementwise product; the d × h first-layer updates are then the whole cost, so the
+hidden width h is a speed knob: from small initialisation the hidden layer stays rank one along the
+task and h only sets the number of ~α noise directions (the paper uses h = d).
 
 Convergence: a run has converged when its training loss is within `tol` of the least value the
 trained parameters can reach (0 or the least-squares residual; for a readout, the minimum over
 the significant directions of its frozen features). Runs that miss it are flagged, never averaged.
 Learning rates from the paper: scratch 0.1 for 10k steps, transfer 0.01 for 5k, with the loss
 above (mean squared error without the ½); training stops early once every run in a batch has
-converged. Near γ = 1 the smallest eigenvalue of Σ vanishes, so those runs need far more steps.
+converged. Near γ = 1 the smallest eigenvalue of Σ vanishes, so those runs need far more steps
+(gap ∝ exp(−4·lr·s_min·t) with s_min = (1 − √γ)²/γ below γ = 1, (1 − 1/√γ)² above): with the
+paper's transfer budget, fine-tuning does not converge for roughly 0.7 ≲ γ ≲ 1.8 and is flagged.
+Depth L ≥ 3 from α = 1e-5 sits on a saddle for ~1/(lr·α^{L−2}) steps; use a larger init_scale.
 """
 
 from __future__ import annotations
@@ -46,7 +53,6 @@ __all__ = [
     "train_readout",
 ]
 
-METHODS = ("scratch", "ridge_scratch", "linear", "linear_ridge", "finetune")
 _EIG_RTOL = 1e-9  # eigenvalues of Σ below this (relative) are the null space of X
 _READOUT_RTOL = 1e-6  # frozen-feature directions below this (relative) are init noise (~α²)
 
@@ -295,95 +301,155 @@ def simulate_grid(
     converged, steps, gap. Runs of an instance whose pre-training did not converge are unconverged.
     `threads` sets torch's intra-op threads for the call (see `torch_threads`).
     """
-    with torch_threads(threads):
-        return _simulate_grid(
-            thetas, gammas, sigmas, d=d, depth=depth, width=width, instances=instances,
-            init_scale=init_scale, scratch=scratch, transfer=transfer, pretrain=pretrain,
-            readout_ridge=readout_ridge, seed=seed, dtype=dtype, device=device, progress=progress,
-        )
-
-
-def _simulate_grid(
-    thetas, gammas, sigmas, *, d, depth, width, instances, init_scale, scratch, transfer, pretrain,
-    readout_ridge, seed, dtype, device, progress,
-) -> pl.DataFrame:
     thetas = check_theta(np.asarray(thetas, dtype=float)).ravel()
     gammas = check_gamma(np.asarray(gammas, dtype=float)).ravel()
     sigmas = check_sigma(np.asarray(sigmas, dtype=float)).ravel()
-    depth, width = check_depth(depth), int(width or d)
-    if d < 2 or instances < 1 or width < 1:
-        raise ValueError(f"need d >= 2, instances >= 1, width >= 1; got {d=}, {instances=}, {width=}")
-    if readout_ridge < 0:
-        raise ValueError(f"readout_ridge must be >= 0; got readout_ridge={readout_ridge}")
-    n_t, n_s, inst = len(thetas), len(sigmas), instances
-    to = {"dtype": dtype, "device": device}
-
-    gen = _seeded(seed, 0)
-    beta_s = _unit(torch.randn(inst, d, generator=gen, dtype=dtype))
-    nu = torch.randn(inst, d, generator=gen, dtype=dtype)
-    nu = _unit(nu - (nu * beta_s).sum(-1, keepdim=True) * beta_s)
-    target_u = _unit(torch.randn(inst, d, generator=gen, dtype=dtype))
-    init = init_deep_linear(inst, d, width, depth, init_scale, gen, dtype)
-    pre = pretrain_population(beta_s.to(**to), [p.to(**to) for p in init], pretrain)
-    pre_ok = pre.converged.cpu()
-    features = feature_map(pre.params)  # (I, d, h)
-
-    th = torch.as_tensor(thetas, **to)
-    # β_t for runs ordered (instance, σ, θ)
-    beta_t = torch.cos(th)[None, :, None] * beta_s.to(**to)[:, None] + (
-        torch.sin(th)[None, :, None] * nu.to(**to)[:, None]
-    )
-    beta_t = beta_t[:, None].expand(inst, n_s, n_t, d).reshape(-1, d)
-    sig = torch.as_tensor(sigmas, **to)
-
     rows = []
-    for gi, gamma in enumerate(tqdm(gammas, desc="theory: gamma columns", disable=not progress)):
+    with torch_threads(threads):
+        grid = _Grid(
+            thetas,
+            sigmas,
+            d=d,
+            depth=depth,
+            width=width,
+            instances=instances,
+            init_scale=init_scale,
+            scratch=scratch,
+            transfer=transfer,
+            pretrain=pretrain,
+            readout_ridge=readout_ridge,
+            seed=seed,
+            dtype=dtype,
+            device=device,
+        )
+        # one batch per γ column (all θ, σ and instances); the bar counts (θ, γ, σ) grid points
+        per_column = len(thetas) * len(sigmas)
+        with tqdm(
+            total=len(gammas) * per_column,
+            desc="theory grid points",
+            unit="pt",
+            disable=not progress,
+        ) as bar:
+            for index, gamma in enumerate(gammas):
+                rows += grid.column(index, float(gamma))
+                bar.update(per_column)
+    return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+
+
+class _Grid:
+    """Per-instance tasks and pre-trained networks, shared by every γ column of the grid."""
+
+    def __init__(
+        self,
+        thetas,
+        sigmas,
+        *,
+        d,
+        depth,
+        width,
+        instances,
+        init_scale,
+        scratch,
+        transfer,
+        pretrain,
+        readout_ridge,
+        seed,
+        dtype,
+        device,
+    ):
+        width = int(width or d)
+        if d < 2 or instances < 1 or width < 1:
+            raise ValueError(
+                f"need d >= 2, instances >= 1, width >= 1; got {d=}, {instances=}, {width=}"
+            )
+        if readout_ridge < 0:
+            raise ValueError(f"readout_ridge must be >= 0; got readout_ridge={readout_ridge}")
+        self.thetas, self.sigmas, self.d, self.inst = thetas, sigmas, d, instances
+        self.depth, self.width, self.init_scale = check_depth(depth), width, init_scale
+        self.scratch, self.transfer, self.readout_ridge = scratch, transfer, readout_ridge
+        self.seed, self.dtype, self.device = seed, dtype, device
+        self.to = {"dtype": dtype, "device": device}
+
+        gen = _seeded(seed, 0)
+        beta_s = _unit(torch.randn(instances, d, generator=gen, dtype=dtype))
+        nu = torch.randn(instances, d, generator=gen, dtype=dtype)
+        nu = _unit(nu - (nu * beta_s).sum(-1, keepdim=True) * beta_s)
+        target_u = _unit(torch.randn(instances, d, generator=gen, dtype=dtype))
+        init = init_deep_linear(instances, d, width, self.depth, init_scale, gen, dtype)
+        init = [p.to(**self.to) for p in init]
+        self.pre = pretrain_population(beta_s.to(**self.to), init, pretrain)
+        self.pre_ok = self.pre.converged.cpu()
+        self.features = feature_map(self.pre.params)  # (I, d, h)
+        # scratch targets ordered (instance, σ); transfer targets β_t ordered (instance, σ, θ)
+        self.target_u = target_u.to(**self.to).repeat_interleave(len(sigmas), dim=0)
+        th = torch.as_tensor(thetas, **self.to)
+        beta_t = torch.cos(th)[None, :, None] * beta_s.to(**self.to)[:, None] + (
+            torch.sin(th)[None, :, None] * nu.to(**self.to)[:, None]
+        )
+        self.beta_t = beta_t[:, None].expand(instances, len(sigmas), len(thetas), d).reshape(-1, d)
+
+    def _data(self, x, xi, targets: torch.Tensor, per: int):
+        """b = Xᵀy/n (I·per, d) and ȳ² for targets (I·per, d); σ varies slowest after instance."""
+        sig = torch.as_tensor(self.sigmas, **self.to).repeat_interleave(per // len(self.sigmas))
+        y = torch.bmm(targets.view(self.inst, per, self.d), x.transpose(1, 2)) + sig[:, None] * xi
+        return (torch.bmm(y, x) / x.shape[1]).reshape(-1, self.d), (y**2).mean(-1).reshape(-1)
+
+    @staticmethod
+    def _train(basis, params, b, yy, settings):
+        """Gradient descent in Σ's eigenbasis; returns the result and β in input coordinates."""
+        b_rot = basis.to_eigen(b)
+        least = basis.least_loss(b_rot, yy)
+        res = train_deep_linear(basis.rotate(params), b_rot, yy, least, settings, basis.evals)
+        return res, basis.from_eigen(end_to_end(res.params))
+
+    def _rows(self, gamma, n, res, beta_hat, method, ok):
+        """Rows of transfer runs (ordered instance, σ, θ; target β_t)."""
+        return _rows(
+            gamma, n, res, beta_hat, self.beta_t, self.sigmas, self.thetas, self.inst, method, ok
+        )
+
+    def column(self, index: int, gamma: float) -> list[tuple]:
+        """Every run at one γ: one design X and noise draw ξ per instance (ε = σξ)."""
+        d, inst, n_s = self.d, self.inst, len(self.sigmas)
         n = max(1, int(round(gamma * d)))
-        gen = _seeded(seed, 1, gi)
-        x = torch.randn(inst, n, d, generator=gen, dtype=dtype).to(device)
-        xi = torch.randn(inst, 1, n, generator=gen, dtype=dtype).to(device)
+        gen = _seeded(self.seed, 1, index)
+        x = torch.randn(inst, n, d, generator=gen, dtype=self.dtype).to(self.device)
+        xi = torch.randn(inst, 1, n, generator=gen, dtype=self.dtype).to(self.device)
         sigma_mat = x.transpose(1, 2) @ x / n
         basis = _Eigenbasis(sigma_mat)
+        rows = []
 
-        def data(targets: torch.Tensor, per: int):
-            """b, ȳ² and b̃ = Uᵀb for targets (I·per, d); runs ordered (instance, σ[, θ])."""
-            noise = sig.repeat_interleave(per // n_s)[None, :, None] * xi  # (I, per, n)
-            y = torch.bmm(targets.view(inst, per, d), x.transpose(1, 2)) + noise
-            b = torch.bmm(y, x) / n
-            return b.reshape(-1, d), (y**2).mean(-1).reshape(-1), basis.to_eigen(b)
+        # scratch (GD) and the tuned-ridge baseline on the same data, runs ordered (instance, σ)
+        u = self.target_u
+        b, yy = self._data(x, xi, u, n_s)
+        start = init_deep_linear(
+            inst * n_s, d, self.width, self.depth, self.init_scale, gen, self.dtype
+        )
+        start = [p.to(self.device) for p in start]
+        res, beta_hat = self._train(basis, start, b, yy, self.scratch)
+        rows += _rows(gamma, n, res, beta_hat, u, self.sigmas, None, inst, "scratch")
+        lam = torch.as_tensor(self.sigmas**2 / gamma, **self.to).repeat(inst)  # λ* = σ²/γ
+        ridge_hat = basis.from_eigen(basis.ridge(basis.to_eigen(b), lam))
+        rows += _rows(gamma, n, None, ridge_hat, u, self.sigmas, None, inst, "ridge_scratch")
 
-        def train(params, b_rot, yy, settings):
-            least = basis.least_loss(b_rot, yy)
-            res = train_deep_linear(basis.rotate(params), b_rot, yy, least, settings, basis.evals)
-            return res, basis.from_eigen(end_to_end(res.params))
+        # transfer runs from the pre-trained networks, ordered (instance, σ, θ)
+        per = n_s * len(self.thetas)
+        b, yy = self._data(x, xi, self.beta_t, per)
+        ok = self.pre_ok.repeat_interleave(per)
+        res, beta_hat = self._train(basis, _repeat(self.pre.params, per), b, yy, self.transfer)
+        rows += self._rows(gamma, n, res, beta_hat, "finetune", ok)
 
-        # scratch (GD) and the tuned-ridge baseline, runs ordered (instance, σ)
-        u = target_u.to(**to).repeat_interleave(n_s, dim=0)
-        _, yy, b_rot = data(u, n_s)
-        start = init_deep_linear(inst * n_s, d, width, depth, init_scale, gen, dtype)
-        res, beta_hat = train([p.to(device) for p in start], b_rot, yy, scratch)
-        rows += _rows(gamma, n, res, beta_hat, u, sigmas, None, inst, "scratch")
-        lam = torch.as_tensor(sigmas**2 / gamma, **to).repeat(inst)  # λ* = σ²/γ per run
-        ridge_hat = basis.from_eigen(basis.ridge(b_rot, lam))
-        rows += _rows(gamma, n, None, ridge_hat, u, sigmas, None, inst, "ridge_scratch")
-
-        # transfer runs, ordered (instance, σ, θ)
-        per = n_s * n_t
-        b, yy, b_rot = data(beta_t, per)
-        ok = pre_ok.repeat_interleave(per)
-        res, beta_hat = train(_repeat(pre.params, per), b_rot, yy, transfer)
-        rows += _rows(gamma, n, res, beta_hat, beta_t, sigmas, thetas, inst, "finetune", ok)
-
-        gram = features.transpose(1, 2) @ sigma_mat @ features
-        q = torch.bmm(b.view(inst, per, d), features).reshape(-1, features.shape[-1])
-        c0 = pre.params[-1].repeat_interleave(per, dim=0)
-        feats = features.repeat_interleave(per, dim=0)
-        for method, ridge in (("linear", 0.0), ("linear_ridge", readout_ridge)):
-            least_c = _quadratic_min(gram, q, yy, ridge, _READOUT_RTOL)
-            res = train_readout(c0, gram, q, yy, least_c, transfer, ridge)
+        feats = self.features
+        gram = feats.transpose(1, 2) @ sigma_mat @ feats
+        q = torch.bmm(b.view(inst, per, d), feats).reshape(-1, feats.shape[-1])
+        c0 = self.pre.params[-1].repeat_interleave(per, dim=0)
+        feats = feats.repeat_interleave(per, dim=0)
+        for method, ridge in (("linear", 0.0), ("linear_ridge", self.readout_ridge)):
+            least = _quadratic_min(gram, q, yy, ridge, _READOUT_RTOL)
+            res = train_readout(c0, gram, q, yy, least, self.transfer, ridge)
             beta_hat = torch.bmm(feats, res.params[0].unsqueeze(-1)).squeeze(-1)
-            rows += _rows(gamma, n, res, beta_hat, beta_t, sigmas, thetas, inst, method, ok)
-    return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+            rows += self._rows(gamma, n, res, beta_hat, method, ok)
+        return rows
 
 
 class _Eigenbasis:
