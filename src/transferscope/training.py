@@ -133,6 +133,40 @@ def initial_model(settings: dict, data: TaskData, init_checkpoint: str | Path | 
     return model
 
 
+class HeadOnly(nn.Module):
+    """The probe's trainable part, applied to precomputed features of the frozen backbone."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+
+@torch.inference_mode()
+def frozen_features(model: nn.Module, data: TaskData, device, batch_size: int = 256) -> TaskData:
+    """The task with inputs replaced by the eval-mode backbone's features (batch-norm statistics
+    and dropout frozen, as a linear probe on a frozen model requires)."""
+    model.eval()
+
+    def features(inputs, y):
+        out = [
+            model.features(**{k: v.to(device) for k, v in b.items()}).float().cpu()
+            for b, _ in _batches(inputs, y, batch_size)
+        ]
+        return {"features": torch.cat(out)}
+
+    return TaskData(
+        features(data.train_inputs, data.train_y),
+        data.train_y,
+        features(data.test_inputs, data.test_y),
+        data.test_y,
+        data.classes,
+        data.in_chans,
+    )
+
+
 def _optimizer(model: nn.Module, training: dict) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if training["optimizer"] == "sgd":
@@ -208,6 +242,9 @@ def train_run(
 
     model = initial_model(settings, data, init_checkpoint).to(device)
     optimizer = _optimizer(model, training)
+    trained, trained_data = model, data
+    if regime == "probe":  # frozen backbone: compute its features once, train the head on them
+        trained, trained_data = HeadOnly(model.head), frozen_features(model, data, device)
     rows: list[dict] = []
     meta = {
         "model": settings["model"],
@@ -229,7 +266,7 @@ def train_run(
             )
         rows = pl.read_csv(run_dir / "metrics.csv").filter(pl.col("epoch") <= start).to_dicts()
     else:
-        rows.append(_epoch_row(model, data, device, 0, float("nan")))
+        rows.append(_epoch_row(trained, trained_data, device, 0, float("nan")))
         save_checkpoint(checkpoint_path(run_dir, 0), model, dict(meta, epoch=0))
         _write_metrics(run_dir, rows)
 
@@ -240,8 +277,10 @@ def train_run(
         disable=not progress,
     )
     for epoch in bar:
-        train_loss = _train_epoch(model, optimizer, data, training, settings, epoch, device)
-        row = _epoch_row(model, data, device, epoch, train_loss)
+        train_loss = _train_epoch(
+            trained, optimizer, trained_data, training, settings, epoch, device
+        )
+        row = _epoch_row(trained, trained_data, device, epoch, train_loss)
         if not math.isfinite(row["train_loss"]):  # the last step of the epoch diverged
             _diverged(settings, training, epoch, row["train_loss"])
         rows.append(row)
@@ -290,8 +329,6 @@ def _train_epoch(model, optimizer, data, training, settings, epoch, device) -> f
     for group in optimizer.param_groups:
         group["lr"] = epoch_lr(training, epoch)
     model.train()
-    if settings["regime"] == "probe":
-        model.backbone.eval()  # a frozen backbone keeps its batch-norm statistics too
     total, count = 0.0, 0
     for batch, labels in _batches(
         data.train_inputs, data.train_y, training["batch_size"], generator

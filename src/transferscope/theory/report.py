@@ -64,7 +64,7 @@ DEFAULT_PARAMS: dict = {
     "readout_ridge": 0.1,
     "seed": 0,
     "device": "cpu",  # "cpu", "cuda" or "auto"
-    "dtype": "float64",
+    "dtype": "float64",  # float32 rounding (~1e-7) is too close to tol for the convergence test
     "threads": 1,  # torch intra-op threads during the run (None: leave as is)
     "progress": True,
     "relu": dict(RELU_DEFAULTS),
@@ -89,16 +89,15 @@ def merge_params(params: dict | None) -> dict:
     merged.update(params)
     merged["relu"].update(relu)
     check_settings(merged["relu"])
-    for key in ("d", "instances", "scratch_steps", "transfer_steps", "pretrain_steps"):
+    minimum = {"d": 2, "instances": 1, "scratch_steps": 0, "transfer_steps": 0, "pretrain_steps": 0}
+    for key, low in minimum.items():
         value = merged[key]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < (2 if key == "d" else 1)
-        ):
-            raise ValueError(
-                f"{key} must be an integer >= {2 if key == 'd' else 1}; got {key}={value!r}"
-            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{key} must be an integer >= {low}; got {key}={value!r}")
+    if merged["width"] is not None and not (
+        isinstance(merged["width"], int) and merged["width"] >= 1
+    ):
+        raise ValueError(f"width must be None or an integer >= 1; got width={merged['width']!r}")
     linear.check_depth(merged["depth"])
     for key in ("scratch_lr", "transfer_lr", "pretrain_lr", "tol", "init_scale"):
         if not merged[key] > 0:
