@@ -21,8 +21,9 @@ $(BIN)/transferscope: pyproject.toml
 
 setup: $(BIN)/transferscope
 
-run: setup  ## the whole default workflow
+run: setup  ## the whole default workflow, then its HTML report
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
 
 smoke: setup  ## the tiny workflow the tests use
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
