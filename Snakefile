@@ -18,12 +18,14 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/resources.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/interactions.smk"
 include: "rules/knowledge.smk"
 include: "rules/figures.smk"
 include: "rules/theory.smk"
+include: "rules/analyses.smk"
 
 
 rule all:

@@ -3,6 +3,7 @@ import json
 
 from transferscope import config as ts_config
 from transferscope import workflow as ts_paths
+from transferscope.analyses import stage as ts_analyses
 
 ts_config.check_references(config, source="config")
 
@@ -75,6 +76,7 @@ def all_targets():
         "results/figures/convergence.png",
         "results/figures/salient_examples.png",
         "results/theory/theory.json",
+        *ts_analyses.analyses_targets(config),
     ]
 
 

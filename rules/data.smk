@@ -3,6 +3,9 @@ rule prepare_data:
         directory("data/{dataset}"),
     log:
         "logs/data/{dataset}.log",
+    resources:
+        runtime=runtime_for("prepare_data"),
+        mem_mb=mem_mb_for("prepare_data"),
     params:
         generator=dataset_params,
     shell:

@@ -5,6 +5,9 @@ rule training_curves:
         "results/figures/training_curves.png",
     log:
         "logs/figures/training_curves.log",
+    resources:
+        runtime=runtime_for("training_curves"),
+        mem_mb=mem_mb_for("training_curves"),
     params:
         dpi=config["figures"]["dpi"],
     shell:

@@ -12,6 +12,8 @@ rule interactions:
         "logs/interactions/{experiment}/seed{seed}.log",
     threads: 1
     resources:
+        runtime=runtime_for("interactions"),
+        mem_mb=mem_mb_for("interactions"),
         gpu=lambda wildcards: gpus(),
     params:
         settings=interaction_settings,

@@ -15,6 +15,9 @@ rule knowledge_transfer:
         "results/knowledge/transfer_samples.csv",
     log:
         "logs/knowledge/transfer.log",
+    resources:
+        runtime=runtime_for("knowledge_transfer"),
+        mem_mb=mem_mb_for("knowledge_transfer"),
     params:
         sign=config["knowledge"]["sign_agreement"],
         bootstrap=config["knowledge"]["bootstrap"],
@@ -37,6 +40,9 @@ rule knowledge_convergence:
         "results/knowledge/directness.csv",
     log:
         "logs/knowledge/convergence.log",
+    resources:
+        runtime=runtime_for("knowledge_convergence"),
+        mem_mb=mem_mb_for("knowledge_convergence"),
     params:
         bootstrap=config["knowledge"]["bootstrap"],
         confidence=config["knowledge"]["confidence"],
@@ -56,6 +62,9 @@ rule knowledge_links:
         "results/knowledge/links.csv",
     log:
         "logs/knowledge/links.log",
+    resources:
+        runtime=runtime_for("knowledge_links"),
+        mem_mb=mem_mb_for("knowledge_links"),
     params:
         bootstrap=config["knowledge"]["bootstrap"],
         confidence=config["knowledge"]["confidence"],
@@ -78,6 +87,9 @@ rule knowledge_report:
         ),
     log:
         "logs/knowledge/report.log",
+    resources:
+        runtime=runtime_for("knowledge_report"),
+        mem_mb=mem_mb_for("knowledge_report"),
     shell:
         "transferscope knowledge report --runs {input.runs} --out-dir results/knowledge "
         "--metrics {output.metrics} --summary {output.summary} 2> {log}"
@@ -94,6 +106,9 @@ rule figure_transfer:
         ),
     log:
         "logs/figures/transfer_by_order.log",
+    resources:
+        runtime=runtime_for("figure_transfer"),
+        mem_mb=mem_mb_for("figure_transfer"),
     params:
         dpi=config["figures"]["dpi"],
     shell:
@@ -112,6 +127,9 @@ rule figure_convergence:
         ),
     log:
         "logs/figures/convergence.log",
+    resources:
+        runtime=runtime_for("figure_convergence"),
+        mem_mb=mem_mb_for("figure_convergence"),
     params:
         dpi=config["figures"]["dpi"],
     shell:
@@ -131,6 +149,9 @@ rule figure_examples:
         ),
     log:
         "logs/figures/salient_examples.log",
+    resources:
+        runtime=runtime_for("figure_examples"),
+        mem_mb=mem_mb_for("figure_examples"),
     params:
         data=experiment_data_pairs(),
         dpi=config["figures"]["dpi"],

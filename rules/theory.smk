@@ -25,6 +25,9 @@ rule theory:
     log:
         "logs/theory.log",
     threads: 2
+    resources:
+        runtime=runtime_for("theory"),
+        mem_mb=mem_mb_for("theory"),
     params:
         theory=lambda wildcards: json.dumps(config["theory"], sort_keys=True),
     shell:

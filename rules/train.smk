@@ -11,6 +11,8 @@ rule pretrain:
         "logs/train/{experiment}/pretrain/seed{seed}.log",
     threads: 1
     resources:
+        runtime=runtime_for("pretrain"),
+        mem_mb=mem_mb_for("pretrain"),
         gpu=lambda wildcards: gpus(),
     params:
         settings=run_settings("pretrain"),
@@ -29,6 +31,8 @@ rule probe:
         "logs/train/{experiment}/probe/seed{seed}.log",
     threads: 1
     resources:
+        runtime=runtime_for("probe"),
+        mem_mb=mem_mb_for("probe"),
         gpu=lambda wildcards: gpus(),
     params:
         settings=run_settings("probe"),
@@ -47,6 +51,8 @@ rule finetune:
         "logs/train/{experiment}/finetune/seed{seed}.log",
     threads: 1
     resources:
+        runtime=runtime_for("finetune"),
+        mem_mb=mem_mb_for("finetune"),
         gpu=lambda wildcards: gpus(),
     params:
         settings=run_settings("finetune"),
@@ -64,6 +70,8 @@ rule scratch:
         "logs/train/{experiment}/scratch/seed{seed}.log",
     threads: 1
     resources:
+        runtime=runtime_for("scratch"),
+        mem_mb=mem_mb_for("scratch"),
         gpu=lambda wildcards: gpus(),
     params:
         settings=run_settings("scratch"),

@@ -53,25 +53,19 @@ def workflow_env(**extra: str) -> dict[str, str]:
 
 
 def copy_repo(dest: Path) -> Path:
-    """The repository's tracked files plus untracked, non-ignored ones (new rules being written),
-    without workflow outputs, copied to ``dest``: a workflow run there never touches the checkout.
-    """
+    """The repository's tracked files plus untracked, non-ignored ones (new rules being written)
+    copied to ``dest``, without anything under the workflow's output directories (committed
+    figures and tables included), so that a workflow run there runs every job and never touches
+    the checkout."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
         capture_output=True,
         check=True,
     ).stdout.decode()
-    tracked = set(
-        subprocess.run(
-            ["git", "ls-files", "-z", "--cached"], cwd=REPO, capture_output=True, check=True
-        )
-        .stdout.decode()
-        .split("\0")
-    )
     for rel in filter(None, listed.split("\0")):
-        if rel not in tracked and rel.split("/", 1)[0] in OUTPUT_DIRS:
-            continue  # an output of an earlier run in the checkout, not part of the workflow
+        if rel.split("/", 1)[0] in OUTPUT_DIRS:
+            continue
         src = REPO / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +179,8 @@ def memory_mb() -> int:
 
 
 class LocalSlurm:
-    """One node named ``hostname -s`` at 127.0.0.1 with ``gpus`` fake GPUs (GRES on /dev/null)."""
+    """One node named ``hostname -s`` at 127.0.0.1 with ``gpus`` fake GPUs (GRES on /dev/null,
+    /dev/zero, ...: SLURM only needs device files to hand out)."""
 
     def __init__(self, root: Path, gpus: int = 1, partition: str = "debug"):
         self.root = Path(root)
@@ -222,7 +217,9 @@ class LocalSlurm:
         srun.write_text(f'#!/bin/sh\nSLURM_CONF={self.conf} exec {shutil.which("srun")} "$@"\n')
         srun.chmod(0o755)
         assert self.munge_dir is not None
-        cpus = os.cpu_count() or 1
+        # twice the cores (SlurmdParameters=config_overrides allows it): jobs spend much of their
+        # time starting up and waiting for the executor's next status check, not computing
+        cpus = max(4, 2 * (os.cpu_count() or 1))
         gres = f" Gres=gpu:{self.gpus}" if self.gpus else ""
         # RealMemory a little under the machine's, so slurmd never reports "Low RealMemory"
         memory = max(512, int(memory_mb() * 0.9))

@@ -36,7 +36,9 @@ NOT_COPIED = {
     "src", "tests", "benchmarks",
 }  # fmt: skip
 NOT_COPIED_IN_DVC = {"cache", "tmp", "config.local"}
-LOCK_MESSAGE = "Unable to acquire lock"
+# DVC's lock messages: the repository lock, or (while a stage's command runs, when DVC holds
+# read/write locks on that stage's deps and outs only) the lock on a path the second one needs
+LOCK_MESSAGE = re.compile(r"Unable to acquire lock|is busy, it is being blocked by")
 
 
 def env() -> dict[str, str]:
@@ -170,6 +172,32 @@ def test_run_refuses_an_unknown_stage(tmp_path):
     assert "nosuchstage" in proc.stdout and "not found" in proc.stdout
 
 
+def test_fingerprints_follow_content_not_timestamps(tmp_path, monkeypatch):
+    """The ledger trusts an artefact while its content is what Snakemake wrote here, whatever
+    DVC does to modification times, and distrusts it once anything else replaced it."""
+    monkeypatch.chdir(tmp_path)
+    run = Path("runs/e/finetune/seed0")
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    (run / "epoch_000.safetensors").write_bytes(b"weights")
+    (run / ".epoch_001.safetensors.x.tmp").write_bytes(b"half-written")
+    figure = Path("results/figures/a.png")
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(b"png")
+    outputs = [str(run / "summary.json"), str(figure), "results/figures/missing.png"]
+    assert glue.foreign(outputs) == sorted(outputs[:2])  # no ledger yet: nothing is trusted
+    glue.record(outputs)
+    assert glue.foreign(outputs) == []
+    os.utime(figure, (1, 1))  # a copy with the same bytes (DVC relinking after a stage)
+    (run / ".epoch_001.safetensors.x.tmp").write_bytes(b"more")  # ignored, as by .dvcignore
+    assert glue.foreign(outputs) == []
+    (run / "epoch_000.safetensors").write_bytes(b"other weights")  # a checkout of another run
+    assert glue.foreign(outputs) == [str(run / "summary.json")]
+    assert glue.jobs_under({"runs/e/x/summary.json": "r", "runs/ee/y": "s"}, ["runs/e"]) == {
+        "runs/e/x/summary.json": "r"
+    }
+
+
 # --------------------------------------------------------------------------- slow: one workspace
 
 
@@ -261,6 +289,32 @@ def test_a_parameter_reruns_only_what_depends_on_it(workspace, first_repro):
     sh("git add -A && git commit -qm 'finetune lr'", workspace)
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[16:24]  # the IHDR chunk: width, height
+    return int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")
+
+
+@pytest.mark.slow
+def test_outputs_restored_by_dvc_are_not_trusted_blindly(workspace, first_repro):
+    """Snakemake's records outlive a `dvc checkout`: draw the figures at another dpi, check out
+    the committed ones, ask for that dpi again. Snakemake alone would find its record equal to
+    the config and keep the checked-out files; the stage must redraw them."""
+    figures = sorted(glue.dvc_outputs(workspace)["figures"])
+    committed = yaml.safe_load((workspace / "config.yaml").read_text())
+    dpi = committed["figures"]["dpi"] - 30
+    sh(f"dvc exp run -S config.yaml:figures.dpi={dpi}", workspace)
+    at_dpi = {f: png_size(workspace / f) for f in figures}
+    sh("git checkout -- config.yaml dvc.lock && dvc checkout --force", workspace)
+    assert {f: png_size(workspace / f) for f in figures} != at_dpi
+    committed["figures"]["dpi"] = dpi
+    (workspace / "config.yaml").write_text(yaml.safe_dump(committed, sort_keys=False))
+    out = sh("dvc repro", workspace).stdout
+    assert stages_run(out) == {"figures"} and "forcing" in out, out
+    assert {f: png_size(workspace / f) for f in figures} == at_dpi
+    sh("git checkout -- config.yaml dvc.lock && dvc checkout --force", workspace)
+    assert json.loads(sh("dvc status --json", workspace).stdout or "{}") == {}
+
+
 @pytest.fixture(scope="module")
 def remote(workspace, tmp_path_factory):
     storage = tmp_path_factory.mktemp("remote") / "storage"
@@ -335,7 +389,7 @@ def test_corrupted_objects_are_reported(workspace, remote, tmp_path):
 
     # a corrupted object in the local cache, checked out again: reported, never silent
     good = clone(workspace, tmp_path / "good")
-    sh(f"{sys.executable} -m transferscope.dvc pull", good)
+    sh("dvc pull", good)
     corrupt(object_of(good, victim))
     (good / victim).unlink()
     sh("dvc checkout", good, check=False)
@@ -360,6 +414,8 @@ def test_a_missing_remote_is_a_clear_error(workspace, remote, tmp_path):
 
 @pytest.mark.slow
 def test_a_second_concurrent_repro_fails_fast(workspace, first_repro):
+    """While the first runs `knowledge` (it reads runs/ and interactions/), the second needs to
+    check the train stages: DVC refuses at once, and nothing changes."""
     first = subprocess.Popen(
         "dvc repro --force --single-item knowledge",
         shell=True,
@@ -379,7 +435,7 @@ def test_a_second_concurrent_repro_fails_fast(workspace, first_repro):
     waited = time.monotonic() - started
     rest, _ = first.communicate(timeout=600)
     assert first.returncode == 0, "".join(lines) + rest
-    assert second.returncode != 0 and LOCK_MESSAGE in second.stdout, second.stdout
+    assert second.returncode != 0 and LOCK_MESSAGE.search(second.stdout), second.stdout
     assert waited < 30
     assert json.loads(sh("dvc status --json", workspace).stdout or "{}") == {}
     sh(f"{sys.executable} -m transferscope.dvc verify", workspace)

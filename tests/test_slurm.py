@@ -114,7 +114,7 @@ def run_snakemake(args: list[str], cwd: Path, env: dict, log: Path) -> float:
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=1500,
+            timeout=2700,
         )
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-60:])
@@ -148,7 +148,7 @@ def undeclared_shared_files(root: Path, jobs) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.slurm
-@pytest.mark.timeout(3000)
+@pytest.mark.timeout(5400)
 def test_smoke_workflow_through_local_slurm_equals_local_run(tmp_path):
     reason = unavailable_reason()
     if reason:

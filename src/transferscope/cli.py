@@ -143,6 +143,32 @@ def cmd_theory(args) -> None:
     run_theory(params or {}, Path(args.out))
 
 
+def cmd_analyses(args) -> None:
+    from transferscope.analyses import stage
+
+    if args.action == "models":
+        stage.run_analyses(args.settings, args.data, args.runs, args.out, threads=args.threads)
+    elif args.action == "reuse":
+        stage.feature_reuse(args.settings, args.data, args.runs, args.out)
+    elif args.action == "checkpoints":
+        stage.intermediate_checkpoints(args.settings, args.runs, args.out)
+    else:
+        stage.compare(
+            args.summaries,
+            args.transfer,
+            args.transfer_samples,
+            args.out,
+            skipped=args.skipped,
+            dpi=args.dpi,
+        )
+
+
+def cmd_plan(args) -> None:
+    from transferscope.plan import run
+
+    run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transferscope", description=__doc__.splitlines()[0])
     stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
@@ -224,6 +250,37 @@ def build_parser() -> argparse.ArgumentParser:
     theory.add_argument("--configfile")
     theory.add_argument("--out", required=True)
     theory.set_defaults(func=cmd_theory)
+
+    analyses = stages.add_parser(
+        "analyses", help="representation and landscape analyses of the image experiments"
+    )
+    analyses.add_argument(
+        "action",
+        nargs="?",
+        default="models",
+        choices=["models", "reuse", "checkpoints", "compare"],
+        help="models: CKA, barriers, criticality, spectra, mistakes (default); reuse: block "
+        "shuffling; checkpoints: intermediate pre-training epochs; compare: all experiments",
+    )
+    analyses.add_argument("--settings", type=_json_arg, help="resolved analyses settings (JSON)")
+    analyses.add_argument("--data", help="prepared dataset directory")
+    analyses.add_argument("--runs", nargs="*", default=[], help="run summary.json files")
+    analyses.add_argument("--threads", type=int)
+    analyses.add_argument("--summaries", nargs="*", default=[], help="compare: per-experiment")
+    analyses.add_argument("--transfer", help="compare: results/knowledge/transfer.parquet")
+    analyses.add_argument("--transfer-samples", help="compare: transfer_samples.parquet")
+    analyses.add_argument("--skipped", type=_json_arg, default={}, help="compare: JSON")
+    analyses.add_argument("--dpi", type=int, default=120)
+    analyses.add_argument("--out", required=True)
+    analyses.set_defaults(func=cmd_analyses)
+
+    from transferscope.plan import add_arguments as plan_arguments
+
+    plan = stages.add_parser(
+        "plan", help="jobs, compute, memory and time per rule for a config (SLURM requests)"
+    )
+    plan_arguments(plan)
+    plan.set_defaults(func=cmd_plan)
     return parser
 
 

@@ -12,16 +12,20 @@ input and code triggers), runs them in parallel, and remains the single definiti
     Snakemake's own records (``.snakemake/metadata``) are local to a workspace and are not
     versioned: after ``dvc pull``, ``dvc checkout``, ``dvc exp apply`` or ``git checkout`` they
     describe files that are no longer there, and Snakemake would trust them. So every run notes
-    a fingerprint (path, size, mtime of every file) of each job's artefact in a ledger beside
-    them; a job whose artefact no longer matches its fingerprint was written by someone else,
-    and it is forced (``--forcerun``). Forcing is cheap: training resumes from its last
-    checkpoint and interaction extraction reuses its content-addressed caches.
+    a fingerprint of each job's artefact (the content of its files; size and mtime beyond
+    HASH_LIMIT) in a ledger beside them; a job whose artefact no longer matches was written by
+    something else, and it is forced (``--forcerun``). Forcing is cheap: training resumes from
+    its last checkpoint and interaction extraction reuses its content-addressed caches.
+    A lock beside the ledger keeps one writer per workspace.
+
+``python -m transferscope.dvc verify``
+    Re-hash every output against dvc.lock: DVC checks out corrupted objects silently.
 
 ``python -m transferscope.dvc sync``
-    After ``dvc pull`` / ``dvc checkout`` on a clean ``dvc status``: ``snakemake --touch
-    --forceall`` (restores a consistent modification-time order, which DVC does not preserve,
-    and records Snakemake's metadata for the current config), then records fingerprints.
-    Afterwards neither ``snakemake`` nor ``dvc repro`` recomputes anything.
+    After ``dvc pull`` / ``dvc checkout`` on a clean ``dvc status``: verify, then ``snakemake
+    --touch --forceall`` (restores a consistent modification-time order, which DVC does not
+    preserve, and records Snakemake's metadata for the current config), then records
+    fingerprints. Afterwards neither ``snakemake`` nor ``dvc repro`` recomputes anything.
 
 ``python -m transferscope.dvc pull [DVC PULL ARGS]``
     ``dvc pull`` then ``sync``.
@@ -33,6 +37,7 @@ input and code triggers), runs them in parallel, and remains the single definiti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -43,6 +48,7 @@ from pathlib import Path
 
 STATE_DIR = Path(".snakemake") / "transferscope-dvc"
 LEDGER = STATE_DIR / "ledger.json"
+LOCK = STATE_DIR / "lock"
 # Files inside an artefact that neither DVC (.dvcignore) nor the fingerprint looks at.
 IGNORED_NAMES = (".snakemake_timestamp",)
 IGNORED_SUFFIXES = (".tmp",)
@@ -199,17 +205,23 @@ def load_ledger(root: str | Path = ".") -> dict[str, str]:
         return {}
 
 
-def record(outputs: Iterable[str], root: str | Path = ".") -> None:
+def record(
+    outputs: Iterable[str], root: str | Path = ".", prints: dict[str, str | None] | None = None
+) -> None:
     ledger = load_ledger(root)
     for output in outputs:
-        ledger[output] = fingerprint(output)
+        ledger[output] = prints[output] if prints is not None else fingerprint(output)
     _write_json_atomic(Path(root) / LEDGER, ledger)
 
 
-def foreign(outputs: Iterable[str], root: str | Path = ".") -> list[str]:
-    """Existing outputs whose artefact changed since this module last recorded it."""
+def foreign(
+    outputs: Iterable[str], root: str | Path = ".", prints: dict[str, str | None] | None = None
+) -> list[str]:
+    """Existing outputs whose artefact changed since this module last recorded it (``prints``:
+    their fingerprints, when already computed)."""
     ledger = load_ledger(root)
-    return sorted(o for o in outputs if os.path.lexists(o) and ledger.get(o) != fingerprint(o))
+    prints = prints if prints is not None else {o: fingerprint(o) for o in outputs}
+    return sorted(o for o in outputs if prints[o] is not None and ledger.get(o) != prints[o])
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -285,6 +297,38 @@ def check_integrity() -> None:
 
 
 # --------------------------------------------------------------------------- commands
+@contextlib.contextmanager
+def workspace_lock(root: str | Path = "."):
+    """One writer per workspace. DVC releases its repository lock while a stage's command runs
+    and keeps read/write locks on that stage's paths only; this lock covers the rest (the
+    ledger, Snakemake's records) so that a second writer fails at once instead of racing."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: DVC's own locks only
+        yield
+        return
+    path = Path(root) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise DvcGlueError(
+                f"this workspace is busy ({holder}); one writer per workspace: wait for it, or "
+                "use `dvc exp run --queue` / a second clone to run experiments side by side"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}: {' '.join(sys.argv)}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_stage(stage: str, extra: Sequence[str] = ()) -> None:
@@ -301,7 +345,7 @@ def run_stage(stage: str, extra: Sequence[str] = ()) -> None:
             "dvc.yaml and the Snakemake workflow disagree (see tests/test_dvc.py)"
         )
     before = {o: fingerprint(o) for o in jobs}
-    forced = foreign(jobs)
+    forced = foreign(jobs, prints=before)
     cmd = [*snakemake_command(), *sorted(jobs), "--cores", cores()]
     cmd += ["--allowed-rules", *sorted(set(jobs.values()))]
     if forced:
@@ -319,8 +363,9 @@ def run_stage(stage: str, extra: Sequence[str] = ()) -> None:
     missing = [o for o in jobs if not os.path.lexists(o)]
     if missing:
         raise DvcGlueError(f"stage '{stage}': snakemake succeeded but did not write {missing}")
-    record(jobs)
-    updated = [o for o in sorted(jobs) if fingerprint(o) != before[o]]
+    after = {o: fingerprint(o) for o in jobs}
+    record(jobs, prints=after)
+    updated = [o for o in sorted(jobs) if after[o] != before[o]]
     _say(f"{stage}: updated {len(updated)} of {len(jobs)}: " + (" ".join(updated) or "-"))
 
 
@@ -388,9 +433,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            run_stage(args.stage, args.snakemake_args)
+            with workspace_lock():
+                run_stage(args.stage, args.snakemake_args)
         elif args.command == "sync":
-            sync(integrity=not args.no_verify)
+            with workspace_lock():
+                sync(integrity=not args.no_verify)
         elif args.command == "verify":
             check_integrity()
         elif args.command == "pull":

@@ -13,7 +13,12 @@ Rule families (rule names as in ``rules/*.smk``):
 * ``interactions``: one job per experiment × seed (the probe's final epoch plus every fine-tune and
   scratch epoch);
 * aggregates (:data:`AGGREGATES`: knowledge tables, figures, theory) and the target ``all``: one
-  job each, CPU-only and cheap next to training.
+  job each, CPU-only and cheap next to training;
+* analyses of the image experiments (``transferscope.analyses.stage``): block-shuffled
+  ``finetune_shuffled``/``scratch_shuffled`` runs and ``finetune_from_epoch`` runs per image
+  experiment × analysis seed × block size / intermediate epoch, ``analyses``,
+  ``feature_reuse`` and ``intermediate_checkpoints`` per image experiment, one
+  ``analyses_compare``.
 
 A rule missing here is simply not in the plan; add it to :func:`jobs` with its family.
 
@@ -112,7 +117,16 @@ AGGREGATES = (  # one job per config each, after training and extraction
     "figure_examples",
     "theory",
 )
-RULE_ORDER = ("prepare_data", *REGIMES, "interactions", *AGGREGATES, "all")
+ANALYSES = (
+    "finetune_shuffled",
+    "scratch_shuffled",
+    "finetune_from_epoch",
+    "analyses",
+    "feature_reuse",
+    "intermediate_checkpoints",
+    "analyses_compare",
+)
+RULE_ORDER = ("prepare_data", *REGIMES, "interactions", *ANALYSES, *AGGREGATES, "all")
 
 
 # ------------------------------------------------------------------------------------- datasets
@@ -312,7 +326,8 @@ def _model(config: dict[str, Any], experiment: str, task: str, exact: bool):
     return model, size, params, 2.0 * (params - lookups) * uses
 
 
-def _train_job(config, experiment: str, regime: str, seed, exact: bool) -> Job:
+def _train_job(config, experiment: str, regime: str, seed, exact: bool, rule=None) -> Job:
+    """A training run; ``rule`` names a variant rule (e.g. block-shuffled) of ``regime``."""
     task = "source" if regime == "pretrain" else "target"
     _, size, params, forward = _model(config, experiment, task, exact)
     settings = training_settings(config, experiment, regime)
@@ -335,7 +350,7 @@ def _train_job(config, experiment: str, regime: str, seed, exact: bool) -> Job:
     )
     inputs = (train + test) * per_sample
     return Job(
-        regime,
+        rule or regime,
         {"experiment": experiment, "seed": str(seed)},
         gpu_capable=True,
         flops=flops,
@@ -369,6 +384,49 @@ def _interactions_job(config, experiment: str, seed, exact: bool) -> Job:
     )
 
 
+def _analyses_jobs(config: dict[str, Any], exact: bool) -> list[Job]:
+    try:
+        from transferscope.analyses import stage
+    except ImportError:  # the analyses stage is not part of this version
+        return []
+    out: list[Job] = []
+    experiments = stage.image_experiments(config)
+    seeds = stage.analysis_seeds(config)
+    params = stage.analyses_params(config)
+    blocks = sorted(set(params["block_sizes"]))
+    for exp in experiments:
+        for seed in seeds:
+            for regime in ("finetune", "scratch"):
+                run = _train_job(config, exp, regime, seed, exact, f"{regime}_shuffled")
+                out += [run] * len(blocks)
+            run = _train_job(config, exp, "finetune", seed, exact, "finetune_from_epoch")
+            out += [run] * len(stage.pretrain_epochs(config, exp))
+    for exp in experiments:
+        # rough: interpolation barriers and criticality sweeps, on the evaluation subset
+        _, _, _, forward = _model(config, exp, "target", exact)
+        crit = params["criticality"]
+        sweeps = len(stage.lambda_grid(params["lambdas"])) * len(stage.BARRIER_PAIR_TYPES)
+        sweeps += len(stage.alpha_grid(crit)) * len(stage.sigma_grid(crit)) * crit["draws"] * 4
+        passes = params["eval_samples"] * sweeps * len(seeds)
+        out.append(
+            Job(
+                "analyses",
+                {"experiment": exp},
+                gpu_capable=True,
+                flops=passes * forward,
+                batches=math.ceil(passes / EVAL_BATCH),
+                start_s=60.0,
+                write_bytes=FIGURE_BYTES * 6,
+            )
+        )
+        out.append(Job("feature_reuse", {"experiment": exp}, start_s=60.0))
+        if stage.pretrain_epochs(config, exp):
+            out.append(Job("intermediate_checkpoints", {"experiment": exp}, start_s=60.0))
+    if experiments:
+        out.append(Job("analyses_compare", {}, start_s=60.0, write_bytes=FIGURE_BYTES * 2))
+    return out
+
+
 def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
     """Every job the workflow runs for ``config`` (a validated config), with its cost."""
     out: list[Job] = []
@@ -388,6 +446,7 @@ def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
             out += [_train_job(config, experiment, regime, s, exact) for s in config["seeds"]]
     for experiment in config["experiments"]:
         out += [_interactions_job(config, experiment, s, exact) for s in config["seeds"]]
+    out += _analyses_jobs(config, exact)
     for name in AGGREGATES:
         figure = name.startswith("figure") or name in ("training_curves", "theory")
         out.append(Job(name, {}, start_s=60.0, write_bytes=FIGURE_BYTES if figure else 0))

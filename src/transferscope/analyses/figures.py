@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from transferscope.analyses.criticality import CriticalityResult
@@ -33,7 +34,7 @@ def plot_cka_heatmap(
     col_name: str = "model B",
     title: str = "",
 ) -> None:
-    """Layer × layer CKA heat map, colour scale fixed to [0, 1], first layer at the bottom."""
+    """Layer × layer CKA heat map, colours fixed to [0, 1] (debiased values < 0 show as 0)."""
     matrix = np.asarray(matrix)
     if matrix.shape != (len(row_labels), len(col_labels)):
         raise ValueError(
@@ -120,7 +121,7 @@ def plot_criticality_bars(
     """Grouped bars of μ per module, one group member per model (e.g. P-T vs RI-T).
 
     ``criticality`` maps model label → module → μ. Symmetric-log axis (μ spans decades and
-    can be 0); infeasible modules (μ = inf) are drawn as hatched bars at the top of the axis.
+    can be 0); infeasible modules (μ = inf) are drawn as hatched bars marked ∞.
     """
     modules = list(dict.fromkeys(m for values in criticality.values() for m in values))
     finite = [v for values in criticality.values() for v in values.values() if np.isfinite(v)]
@@ -132,9 +133,10 @@ def plot_criticality_bars(
     for k, (label, values) in enumerate(criticality.items()):
         mu = np.array([values.get(m, np.nan) for m in modules], dtype=float)
         infinite = np.isinf(mu)
-        ax.bar(x + k * width, np.where(infinite, top, mu), width, label=label, color=f"C{k}")
-        if infinite.any():
-            ax.bar(x[infinite] + k * width, top, width, fill=False, hatch="//", edgecolor=f"C{k}")
+        ax.bar(x + k * width, np.where(infinite, np.nan, mu), width, label=label, color=f"C{k}")
+        for xi in x[infinite]:
+            ax.bar(xi + k * width, top, width, fill=False, hatch="//", edgecolor=f"C{k}")
+            ax.text(xi + k * width, top, "∞", ha="center", va="bottom", color=f"C{k}")
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_xticks(x + width * (len(criticality) - 1) / 2, modules, rotation=60, fontsize=7)
     ax.set_ylabel("module criticality μ")
@@ -153,15 +155,24 @@ def plot_spectra(spectra: pl.DataFrame, path: str | os.PathLike, title: str = ""
     fig = Figure(figsize=(5 * len(models), 4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(models), squeeze=False)).ravel()
     params = spectra["parameter"].unique(maintain_order=True).to_list()
-    colour = {p: f"{0.15 + 0.7 * i / max(1, len(params) - 1):.3f}" for i, p in enumerate(params)}
+    cmap = colormaps["viridis"]
+    colour = {p: cmap(i / max(1, len(params) - 1)) for i, p in enumerate(params)}
     for ax, model in zip(axes, models):
         part = spectra.filter(pl.col("model") == model) if model else spectra
         for (param,), group in part.group_by("parameter", maintain_order=True):
-            ax.plot(group["index"] + 1, group["singular_value"], color=colour[param], lw=0.8)
+            ax.plot(
+                group["index"] + 1,
+                group["singular_value"],
+                color=colour[param],
+                lw=0.8,
+                label=param,
+            )
         ax.set_yscale("log")
         ax.set_xscale("log")
-        ax.set_xlabel("rank (dark: early layers, light: late)")
+        ax.set_xlabel("rank (colour: layer depth, dark = early)")
         ax.set_ylabel("singular value")
         ax.set_title(str(model))
+        if len(params) <= 12:  # beyond that a legend hides the lines
+            ax.legend(fontsize=6)
     fig.suptitle(title)
     _save(fig, path)

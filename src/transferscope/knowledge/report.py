@@ -17,7 +17,7 @@ def headline(transfer, directness, convergence, links, accuracy) -> dict:
     import polars as pl
 
     out: dict = {}
-    overall = transfer.filter((pl.col("order") == 0))
+    overall = transfer.filter(pl.col("order") == 0)
     for row in overall.iter_rows(named=True):
         if row["metric"] in (
             "preserved_ratio",
