@@ -1,0 +1,128 @@
+"""Downloads of the real datasets: through pooch into a cache, verified against pinned SHA-256.
+
+A dataset module lists its files in ``FILES`` ({param prefix: file name}); its params hold
+``<prefix>url`` and ``<prefix>sha256`` for each, and ``cache_dir`` (null: the environment
+variable ``TRANSFERSCOPE_CACHE``, else the OS cache, e.g. ``~/.cache/transferscope``). Files go to
+``<cache_dir>/<dataset>/<file name>``.
+
+* A null or malformed checksum is refused before anything is downloaded.
+* A download goes to a temporary file (``tmp*``) beside its final name and is moved into place
+  only when its SHA-256 matches; otherwise it is deleted and the error names the file, both
+  hashes and the config key. An interrupted download keeps nothing; the next run starts over
+  and deletes temporary files untouched for ``STALE_SECONDS`` (a killed run's leftovers).
+* A cached file with the right SHA-256 is used without any download; one with another hash is
+  deleted and downloaded again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from transferscope.data.params import invalid
+from transferscope.data.registry import dataset_module, dataset_params
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+STALE_SECONDS = 600
+
+
+def cache_dir(name: str, params: dict[str, Any]) -> Path:
+    """``<cache_dir>/<name>``: where the files of dataset ``name`` are kept."""
+    root = params.get("cache_dir") or os.environ.get("TRANSFERSCOPE_CACHE")
+    if not root:
+        import pooch
+
+        root = pooch.os_cache("transferscope")
+    return Path(root).expanduser() / name
+
+
+def check_sources(name: str, params: dict[str, Any], files: dict[str, str]) -> None:
+    """Every file of ``files`` has a URL and a pinned SHA-256 (64 lowercase hex digits)."""
+    unpinned = [
+        f"datasets.{name}.{prefix}sha256" for prefix in files if not params[f"{prefix}sha256"]
+    ]
+    if unpinned:
+        raise ValueError(
+            f"{', '.join(unpinned)}: null, no verified checksum pinned; nothing is downloaded "
+            "or read without one. Get the original files, run sha256sum on them and set these "
+            "keys in the config (see docs/datasets.md)"
+        )
+    for prefix in files:
+        sha, url = params[f"{prefix}sha256"], params[f"{prefix}url"]
+        if not isinstance(sha, str) or not SHA256_RE.match(sha):
+            raise invalid(name, f"{prefix}sha256", sha, "not a SHA-256 (64 hex digits, lowercase)")
+        if not isinstance(url, str) or not url:
+            raise invalid(name, f"{prefix}url", url, "must be the URL of the file")
+    if params["cache_dir"] is not None and not isinstance(params["cache_dir"], str):
+        raise invalid(name, "cache_dir", params["cache_dir"], "must be a directory path or null")
+
+
+def remove_stale_temporaries(folder: Path, age: float = STALE_SECONDS) -> None:
+    """Delete ``tmp*`` files in ``folder`` untouched for ``age`` seconds (killed downloads)."""
+    now = time.time()
+    for path in folder.glob("tmp*"):
+        try:
+            if path.is_file() and now - path.stat().st_mtime > age:
+                path.unlink()
+        except FileNotFoundError:  # another process finished or removed it meanwhile
+            pass
+
+
+def fetch_file(name: str, prefix: str, file_name: str, params: dict[str, Any]) -> Path:
+    """The verified cached copy of one file of dataset ``name``, downloaded if needed."""
+    import pooch
+
+    folder = cache_dir(name, params)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
+    target = folder / file_name
+    url, expected = params[f"{prefix}url"], params[f"{prefix}sha256"]
+    if target.exists():
+        if pooch.file_hash(str(target), alg="sha256") == expected:
+            return target
+        target.unlink()  # a corrupt or outdated copy: never read, downloaded again
+    fd, tmp_name = tempfile.mkstemp(prefix="tmp", dir=folder)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            downloader = pooch.HTTPDownloader(progressbar=False, chunk_size=1 << 20, timeout=60)
+            if not url.startswith(("http://", "https://")):
+                downloader = pooch.downloaders.choose_downloader(url)
+            downloader(url, str(tmp), None)
+        except Exception as err:  # noqa: BLE001 (any network failure: same advice)
+            raise RuntimeError(
+                f"{file_name}: the download from {url} failed or was interrupted "
+                f"({type(err).__name__}: {err}); nothing was kept, rerun to download it again"
+            ) from err
+        actual = pooch.file_hash(str(tmp), alg="sha256")
+        if actual != expected:
+            raise ValueError(
+                f"{file_name} downloaded from {url}: its SHA-256 is {actual}, but "
+                f"datasets.{name}.{prefix}sha256 pins {expected}. The download was deleted; "
+                "check the URL (a different or changed file) or the pinned checksum"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def fetch_files(name: str, params: dict[str, Any], files: dict[str, str]) -> dict[str, Path]:
+    """All ``files`` of dataset ``name``, verified: {param prefix: cached path}. The checksums
+    are checked for being pinned before the first download."""
+    check_sources(name, params, files)
+    return {prefix: fetch_file(name, prefix, fname, params) for prefix, fname in files.items()}
+
+
+def fetch_dataset(name: str, params: dict[str, Any] | None = None) -> list[Path]:
+    """Download (or find in the cache) every file of dataset ``name``; returns their paths."""
+    module = dataset_module(name)
+    if not hasattr(module, "FILES"):
+        raise ValueError(f"dataset '{name}' is generated offline: there is nothing to download")
+    full = dataset_params(name, params)
+    return list(fetch_files(name, full, module.FILES).values())

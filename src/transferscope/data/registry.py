@@ -1,0 +1,54 @@
+"""Which datasets exist and how each is prepared: name -> the module that makes it.
+
+Every dataset module has a literal ``DEFAULT_PARAMS`` (read without importing it by
+``transferscope.plan``) and ``prepare(params, out)``, which receives the full merged params and
+writes ``out`` through ``transferscope.data.format``. Downloaded datasets also list their files in
+``FILES`` ({param prefix: file name}). To add a dataset, add a module and one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from transferscope.data.params import merge
+
+DATASETS = {
+    "digits": "transferscope.data.digits",
+    "shapes": "transferscope.data.shapes",
+    "sentiment": "transferscope.data.sentiment",
+    "cifar10": "transferscope.data.cifar10",
+    "cub": "transferscope.data.cub",
+    "cars": "transferscope.data.cars",
+    "sst2": "transferscope.data.sst2",
+}
+"""dataset name -> module path (a string, so that listing names imports nothing heavy)."""
+
+
+def dataset_names() -> list[str]:
+    """The names ``prepare_dataset`` accepts, sorted."""
+    return sorted(DATASETS)
+
+
+def dataset_module(name: str) -> ModuleType:
+    """The module of dataset ``name``; an unknown name is a ValueError listing the known ones."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset '{name}'; allowed: {', '.join(dataset_names())}")
+    return importlib.import_module(DATASETS[name])
+
+
+def dataset_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The full params of dataset ``name``: its DEFAULT_PARAMS updated with ``params``."""
+    return merge(name, dataset_module(name).DEFAULT_PARAMS, params)
+
+
+def prepare_dataset(name: str, params: dict[str, Any] | None, out: str | Path) -> Path:
+    """Generate or download dataset ``name`` with ``params`` (over its defaults) into ``out``
+    (``manifest.json`` + one data file, written atomically); returns ``out``. Bad params stop
+    with an error before anything is downloaded or written."""
+    module = dataset_module(name)
+    full = merge(name, module.DEFAULT_PARAMS, params)
+    module.prepare(full, Path(out))
+    return Path(out)
