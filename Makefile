@@ -32,7 +32,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/snakefmt --check Snakefile rules
-	$(BIN)/snakemake --lint --configfile config/smoke.yaml
+	$(BIN)/python tests/snakemake_lint.py config/smoke.yaml
 
 format: setup
 	$(BIN)/ruff format src tests benchmarks
