@@ -1,0 +1,238 @@
+"""Masked evaluation: the game v(x_T) for every subset T of the players of many samples.
+
+v(x_T) is the log-odds of the true class y when only the players in T are present,
+
+    v(x_T) = log p(y | x_T) / (1 − p(y | x_T)) = z_y − logsumexp_{c≠y} z_c,
+
+computed from the logits z (stable form; Ren et al. 2023, Li & Zhang 2023, sjtu-xai-lab). An
+absent player is replaced by the baseline: for images the value 0 after normalisation (the
+dataset mean), for text a baseline word embedding (the ``[MASK]`` token's) at the embedding level,
+with the attention mask kept. Positions that belong to no player stay present.
+
+All N · 2^n masked inputs of N samples are enumerated in one flat order (sample-major; subset T
+at index Σ_{i∈T} 2^i) and evaluated in batches of ``batch_size`` under ``torch.inference_mode``
+with the model in ``eval()`` (batch norm must not see the masked copies as a batch). The forward
+pass runs in fp32 unless ``precision`` is bf16 or fp16 (autocast); v is returned in float64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_MAX_PLAYERS = 16
+
+
+def log_odds(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """z_y − logsumexp_{c≠y} z_c in float64, per row of ``logits`` (N, C)."""
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(f"log-odds need logits of shape (N, C ≥ 2), got {tuple(logits.shape)}")
+    z = logits.double()
+    labels = labels.to(z.device).long()
+    true = z.gather(1, labels[:, None]).squeeze(1)
+    others = z.scatter(1, labels[:, None], float("-inf")).logsumexp(1)
+    return true - others
+
+
+def subset_members(subsets: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, n) bool: player i is in subset s iff bit i of s is set."""
+    return (subsets[:, None] >> torch.arange(n, device=subsets.device)) & 1 == 1
+
+
+def check_players(n: int, max_players: int) -> None:
+    if n > max_players:
+        raise ValueError(
+            f"{n} players (2^{n} = {2**n} masked inputs per sample) is more than "
+            f"interactions.max_players = {max_players}; use fewer players (interactions.grid, "
+            f"text_players, or the dataset's part_players) or raise interactions.max_players"
+        )
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of ``precision`` (a null context for fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"interactions.precision = '{precision}' unknown; allowed: {sorted(PRECISIONS)}"
+        )
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _device_of(model: nn.Module, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _per_sample(players: torch.Tensor, n_samples: int, what: str) -> torch.Tensor:
+    """Player masks (n, …) shared by all samples or (N, n, …) per sample -> (N, n, …) view."""
+    if players.dtype != torch.bool:
+        raise ValueError(f"player masks must be bool, got {players.dtype}")
+    if players.ndim == 3 and what == "images":
+        players = players.unsqueeze(0)
+    elif players.ndim == 2 and what == "tokens":
+        players = players.unsqueeze(0)
+    if players.shape[0] == 1:
+        players = players.expand(n_samples, *players.shape[1:])
+    return players
+
+
+def evaluate_game(
+    model: nn.Module,
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    labels: torch.Tensor,
+    n_players: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    progress: bool = False,
+) -> torch.Tensor:
+    """v for all N · 2^n (sample, subset) pairs: (N, 2^n) float64 on the CPU.
+
+    ``forward(sample, present)`` returns the model's logits for a batch of masked inputs, given
+    each row's sample index (B,) and its present players (B, n) bool. ``model`` is put in eval()
+    for the evaluation and back into its previous mode afterwards.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"interactions.batch_size must be >= 1, got {batch_size}")
+    n_samples, size = len(labels), 2**n_players
+    total = n_samples * size
+    labels = labels.to(device)
+    out = torch.empty(total, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), autocast(device, precision):
+            starts = range(0, total, batch_size)
+            for start in tqdm(starts, desc="masked inputs", unit="batch", leave=False,
+                              disable=not progress):  # fmt: skip
+                flat = torch.arange(start, min(start + batch_size, total), device=device)
+                sample, subset = flat // size, flat % size
+                logits = forward(sample, subset_members(subset, n_players))
+                out[start : start + len(flat)] = log_odds(logits.float(), labels[sample]).cpu()
+    finally:
+        model.train(was_training)
+    values = out.view(n_samples, size)
+    bad = ~torch.isfinite(values)
+    if bad.any():
+        i, s = (int(k) for k in bad.nonzero()[0])
+        raise ValueError(
+            f"v(x_T) is not finite for {int(bad.sum())} of {total} masked inputs (first: sample "
+            f"{i}, subset {s}); the model's logits contain NaN or inf. Check the checkpoint "
+            f"(retrain it) or, with interactions.precision = {precision}, use fp32"
+        )
+    return values
+
+
+def image_game(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    players: torch.Tensor,
+    baseline: float | torch.Tensor = 0.0,
+    batch_size: int = 2048,
+    max_players: int = DEFAULT_MAX_PLAYERS,
+    device=None,
+    precision: str = "fp32",
+    progress: bool = False,
+) -> torch.Tensor:
+    """v(x_T) of images ``x`` (N, C, H, W) with true classes ``y`` (N,): (N, 2^n) float64.
+
+    ``players`` is (n, H, W) bool, shared by all images (a patch grid), or (N, n, H, W) (per-image
+    regions such as CUB parts). A pixel is kept iff a present player covers it or no player does;
+    every other pixel takes ``baseline`` (a scalar, or a tensor broadcastable to (C, H, W)).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(x.shape)}")
+    n_samples, _, height, width = x.shape
+    per_sample = _per_sample(players, n_samples, "images")
+    expected = (n_samples, height, width)
+    if per_sample.ndim != 4 or (per_sample.shape[0], *per_sample.shape[2:]) != expected:
+        raise ValueError(
+            f"player masks of shape {tuple(players.shape)} do not match images of shape "
+            f"{tuple(x.shape)}; expected (n, {height}, {width}) or ({n_samples}, n, {height}, "
+            f"{width})"
+        )
+    n = per_sample.shape[1]
+    check_players(n, max_players)
+    device = _device_of(model, device)
+    x = x.to(device, torch.float32)
+    base = torch.as_tensor(baseline, dtype=torch.float32, device=device)
+    masks = per_sample.to(device).reshape(n_samples, n, height * width).float()
+    uncovered = masks.sum(1) == 0  # (N, H·W): pixels of no player stay present
+
+    def forward(sample, present):
+        keep = torch.empty(len(sample), height * width, dtype=torch.bool, device=device)
+        for s in sample.unique().tolist():  # rows are sample-major: few samples per batch
+            rows = sample == s
+            keep[rows] = (present[rows].float() @ masks[s] > 0) | uncovered[s]
+        keep = keep.view(-1, 1, height, width)
+        return model(torch.where(keep, x[sample], base))
+
+    return evaluate_game(model, forward, y, n, batch_size, device, precision, progress)
+
+
+def text_game(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    y: torch.Tensor,
+    players: torch.Tensor,
+    baseline: torch.Tensor,
+    batch_size: int = 2048,
+    max_players: int = DEFAULT_MAX_PLAYERS,
+    device=None,
+    precision: str = "fp32",
+    progress: bool = False,
+) -> torch.Tensor:
+    """v(x_T) of tokenised sentences (N, L) with true classes ``y``: (N, 2^n) float64.
+
+    ``players`` is (N, n, L) bool (the tokens of each player word) or (n, L) shared. The tokens
+    of absent players get the ``baseline`` embedding (D,) at the word-embedding level
+    (``model.embed``, before positions are added); the attention mask is kept, so sequence length
+    and positions do not change. The model must accept ``inputs_embeds`` and ``attention_mask``.
+    """
+    if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"input_ids {tuple(input_ids.shape)} and attention_mask "
+            f"{tuple(attention_mask.shape)} must both be (N, L)"
+        )
+    n_samples, length = input_ids.shape
+    per_sample = _per_sample(players, n_samples, "tokens")
+    if per_sample.ndim != 3 or per_sample.shape[0] != n_samples or per_sample.shape[2] != length:
+        raise ValueError(
+            f"player masks of shape {tuple(players.shape)} do not match token ids of shape "
+            f"{tuple(input_ids.shape)}; expected ({n_samples}, n, {length})"
+        )
+    n = per_sample.shape[1]
+    check_players(n, max_players)
+    device = _device_of(model, device)
+    ids, attention = input_ids.to(device), attention_mask.to(device)
+    masks = per_sample.to(device).float()
+    with torch.inference_mode():
+        embeddings = model.embed(ids)  # (N, L, D)
+    base = baseline.to(device, embeddings.dtype).reshape(1, 1, -1)
+    if base.shape[-1] != embeddings.shape[-1]:
+        raise ValueError(
+            f"baseline embedding has {base.shape[-1]} values, the model's embeddings "
+            f"{embeddings.shape[-1]}"
+        )
+
+    def forward(sample, present):
+        absent = torch.empty(len(sample), length, dtype=torch.bool, device=device)
+        for s in sample.unique().tolist():
+            rows = sample == s
+            absent[rows] = (~present[rows]).float() @ masks[s] > 0
+        embeds = torch.where(absent[..., None], base, embeddings[sample])
+        return model(inputs_embeds=embeds, attention_mask=attention[sample])
+
+    return evaluate_game(model, forward, y, n, batch_size, device, precision, progress)
