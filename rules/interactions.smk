@@ -19,4 +19,4 @@ rule interactions:
         settings=interaction_settings,
     shell:
         "transferscope interactions --settings {params.settings:q} --data {input.data} "
-        "--runs {input.runs} --out {output} 2> {log}"
+        "--runs {input.runs} --out {output} --threads {threads} 2> {log}"

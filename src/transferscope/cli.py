@@ -90,6 +90,10 @@ def cmd_interactions(args) -> None:
 
         settings = interaction_settings(load_config(args.configfile), args.experiment, args.seed)
     runs = {read_json(Path(s))["regime"]: _run_dir(s) for s in args.runs}
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     extract(settings, args.data, runs, _run_dir(args.out), progress=not args.quiet)
 
 
@@ -208,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     inter.add_argument("--data", required=True, help="prepared dataset directory")
     inter.add_argument("--runs", nargs="+", required=True, help="run summary.json files")
     inter.add_argument("--out", required=True, help="output directory or its summary.json")
+    inter.add_argument("--threads", type=int, help="CPU threads for the masked forward passes")
     inter.add_argument("--quiet", action="store_true")
     inter.set_defaults(func=cmd_interactions)
 
