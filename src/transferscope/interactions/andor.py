@@ -1,0 +1,453 @@
+"""AND-OR decomposition of a game, solved to its linear-program optimum.
+
+Li & Zhang (2023) and Ren et al. (2023) explain v(x_T) (v(N) − v(∅) sets the scale) by AND and OR
+interactions of two component games (see /work/shared/REFERENCES.md §1):
+
+    v_and = ½(v + q) + p,   v_or = ½(v + q) − p,   so  v_and + v_or = v + q,
+    I_and = harsanyi(v_and),   I_or = or_interactions(v_or),
+    minimise  L(p, q) = Σ_S |I_and(S)| + Σ_S |I_or(S)|   s.t.  |q(T)| ≤ q_thres·|v(N) − v(∅)|,
+
+with p free and q a bounded noise term. The lab code runs SGD for a fixed budget and stops above
+the optimum; L is piecewise linear, so the problem is a linear program and this module solves it.
+
+Afterwards OR terms with |S| ≤ 1 are folded into the AND terms of the same set (REFERENCES.md:
+v(T) = [i ∈ T] is both the AND and the OR term of {i}, and ∅ is a constant in both), which never
+increases L. The optimum is therefore the same with those OR terms fixed at 0, and both solvers
+below use that smaller LP. With o = I_or (o(S) = 0 for |S| ≤ 1), v_or = R o and the AND part
+a = I_and = H(v + q) − H R o, where H = harsanyi, R = or_inverse, Z = H⁻¹, b = q_thres·|v(N) − v(∅)|:
+
+    minimise ‖H(v + q) − M o‖₁ + ‖o‖₁   over o and |q| ≤ b,   M = H R,                    (P)
+    maximise ⟨Hv, y⟩ − b‖Hᵀ y‖₁   s.t.   |y| ≤ 1,  |(Mᵀ y)(S)| ≤ 1 for |S| ≥ 2.             (D)
+
+M is nearly a single butterfly: (M o)(U) = −(−1)^{|U|} Σ_{S⊇U} o(S) for U ≠ ∅ and 0 at ∅
+(H F Z is the Kronecker power of [[1, 1], [0, −1]], F the complement flip).
+
+:func:`decompose` solves (P) for a whole batch with a restarted Halpern PDHG (Lu & Yang 2024,
+"Restarted Halpern PDHG for linear programming"; Applegate et al. 2021, PDLP, for the adaptive
+restarts and the primal weight; Pock & Chambolle 2011 for the diagonal preconditioner) whose
+linear operator is made of butterfly transforms. Every iterate (o, q) with q in the box is a
+feasible point, and every y scaled into the feasible set of (D) certifies a lower bound, so each
+game stops at a proven relative gap (L − bound)/L ≤ tol. (The same PDHG on the equivalent form
+min ‖a‖₁ + ‖o‖₁ s.t. |Z a + R o − v| ≤ b, with a feasibility repair, needed ≥ 3× more iterations
+on network games at n = 8–10, though somewhat fewer on sparse planted games.)
+:func:`decompose_lp` solves the LP exactly with HiGHS, one game at a time, as the reference.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from transferscope.interactions import transforms as T
+
+__all__ = ["AndOrResult", "decompose", "decompose_lp", "fold_or", "noise_bound", "objective"]
+
+# restart rules of r2HPDHG / PDLP: sufficient decay, necessary decay without progress, and an
+# artificial restart when the current cycle is long compared with the whole run
+_SUFFICIENT, _NECESSARY, _ARTIFICIAL = 0.2, 0.8, 0.36
+_STEP = 0.998  # fraction of the largest step the preconditioned operator norm allows
+
+
+# ---------------------------------------------------------------- the objective
+def noise_bound(v, q_thres: float) -> torch.Tensor:
+    """Per game b = q_thres·|v(N) − v(∅)|, the bound on |q(T)| (shape: the leading dims)."""
+    v = torch.as_tensor(v, dtype=torch.float64)
+    T.n_players(v)
+    return q_thres * (v[..., -1] - v[..., 0]).abs()
+
+
+def objective(v, p, q) -> torch.Tensor:
+    """L(p, q) = Σ|harsanyi(½(v+q) + p)| + Σ|or_interactions(½(v+q) − p)| (no folding, as in
+    the lab code; folding can only lower it). Does not check |q| ≤ b."""
+    half = 0.5 * (torch.as_tensor(v, dtype=torch.float64) + torch.as_tensor(q, dtype=torch.float64))
+    p = torch.as_tensor(p, dtype=torch.float64)
+    return T.harsanyi(half + p).abs().sum(-1) + T.or_interactions(half - p).abs().sum(-1)
+
+
+def fold_or(i_and: torch.Tensor, i_or: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move the OR terms of |S| ≤ 1 into the AND terms of the same S. They rebuild the same
+    game (the OR term of {i} is v(T) = [i ∈ T], that of ∅ a constant, as for AND), and
+    |a| + |o| ≥ |a + o| makes the loss no larger. Returns new tensors."""
+    low = T.subset_sizes(T.n_players(i_or), device=i_or.device) <= 1
+    i_and, i_or = i_and.clone(), i_or.clone()
+    i_and[..., low] += i_or[..., low]
+    i_or[..., low] = 0.0
+    return i_and, i_or
+
+
+@dataclass
+class AndOrResult:
+    """An AND-OR decomposition of games v (…, 2^n); every field keeps v's leading dims.
+
+    I_and, I_or: interactions (…, 2^n), OR terms of |S| ≤ 1 folded into AND (so I_or is 0 there);
+    p, q: the decomposition's variables, I_and = harsanyi(½(v+q)+p), I_or = or_interactions(½(v+q)−p),
+      |q| ≤ noise_bound(v, q_thres), and harsanyi_inverse(I_and) + or_inverse(I_or) = v + q;
+    loss: Σ|I_and| + Σ|I_or| of this point; bound: a certified lower bound on the LP optimum;
+    gap: (loss − bound)/loss (0 when loss = 0); converged: gap ≤ tol;
+    iterations: PDHG iterations each game ran.
+    """
+
+    I_and: torch.Tensor
+    I_or: torch.Tensor
+    p: torch.Tensor
+    q: torch.Tensor
+    loss: torch.Tensor
+    bound: torch.Tensor
+    gap: torch.Tensor
+    converged: torch.Tensor
+    iterations: torch.Tensor
+
+    @property
+    def v_and(self) -> torch.Tensor:
+        """The AND component game ½(v+q) + p (with the folded OR terms)."""
+        return T.harsanyi_inverse(self.I_and)
+
+    @property
+    def v_or(self) -> torch.Tensor:
+        """The OR component game ½(v+q) − p (without the folded terms)."""
+        return T.or_inverse(self.I_or)
+
+
+# ---------------------------------------------------------------- the PDHG operator
+class _Operator(NamedTuple):
+    low: torch.Tensor  # folded OR subsets, |S| ≤ 1
+    parity: torch.Tensor  # (−1)^{|U|}
+    tau_o: torch.Tensor  # primal steps (before the primal weight); 0 on folded o
+    tau_q: torch.Tensor
+    sigma: torch.Tensor  # dual steps
+    inv_o: torch.Tensor  # 1/τ (0 on folded o) and 1/σ, the metric of the residual norms
+    inv_q: torch.Tensor
+    inv_sigma: torch.Tensor
+
+
+@functools.lru_cache(maxsize=32)
+def _operator(n: int, device: torch.device) -> _Operator:
+    """Constants of (P) for n players: the folded-OR mask, the parity sign χ(U) = (−1)^{|U|}
+    and the Pock–Chambolle diagonal steps (α = 1), 1/column and 1/row absolute sums of
+    A = [M, −H]: columns o(S): 2^{|S|} − 1, q(S): 2^{n−|S|}; rows U ≠ ∅: 2^{|U|} from H plus
+    the supersets of U with |S| ≥ 2 from M; row ∅: 1. They bound the preconditioned operator
+    norm by 1 and even out the 2^n spread of row and column sizes."""
+    sizes = T.subset_sizes(n, device=device).double()
+    low = sizes <= 1
+    parity = 1.0 - 2.0 * (sizes % 2)
+    cols_o = torch.where(low, torch.inf, 2.0**sizes - 1.0)  # τ = 0 keeps folded o at 0
+    cols_q = 2.0 ** (n - sizes)
+    rows = 2.0**sizes + torch.where(sizes > 0, 2.0 ** (n - sizes) - (sizes == 1).double(), 0.0)
+    return _Operator(
+        low,
+        parity,
+        1.0 / cols_o,
+        1.0 / cols_q,
+        1.0 / rows,
+        cols_o.masked_fill(low, 0.0),
+        cols_q,
+        rows,
+    )
+
+
+def _forward(o, q, parity) -> torch.Tensor:
+    """A(o, q) = M o − H q, i.e. −(the AND interactions) up to the constant Hv."""
+    mo = T.superset_sum(o).mul_(-parity)
+    mo[..., 0] = 0.0
+    return mo.sub_(T.harsanyi(q))
+
+
+def _adjoint(y, parity, low) -> tuple[torch.Tensor, torch.Tensor]:
+    """Aᵀ y = (Mᵀ y, −Hᵀ y), Mᵀ y = y(∅) − Z(χ y), with the folded OR columns zeroed."""
+    my = T.harsanyi_inverse(parity * y).neg_().add_(y[..., :1])
+    my[..., low] = 0.0
+    return my, T.superset_moebius(y).neg_()
+
+
+def _primal_norm(o, q, op: _Operator) -> torch.Tensor:
+    """‖(o, q)‖ in the preconditioned coordinates o/√τ_o, q/√τ_q (folded o skipped)."""
+    return ((o.square() * op.inv_o).sum(-1, keepdim=True) + (q.square() * op.inv_q).sum(-1, keepdim=True)).sqrt()  # fmt: skip
+
+
+def _dual_norm(y, op: _Operator) -> torch.Tensor:
+    """‖y‖ in the preconditioned coordinates y/√σ."""
+    return (y.square() * op.inv_sigma).sum(-1, keepdim=True).sqrt()
+
+
+def _shrink(z: torch.Tensor, t) -> torch.Tensor:
+    """Soft threshold sign(z)·max(|z| − t, 0): the prox of t‖·‖₁."""
+    return z.sign() * (z.abs() - t).clamp_min(0.0)
+
+
+def _finish(o, q, v):
+    """The decomposition at a feasible (o, q): v_or = R o, v_and = v + q − R o, interactions
+    recomputed from (p, q) as the result promises, OR terms of |S| ≤ 1 folded."""
+    half = 0.5 * (v + q)
+    p = half - T.or_inverse(o)
+    i_and, i_or = fold_or(T.harsanyi(half + p), T.or_interactions(half - p))
+    return p, i_and, i_or, i_and.abs().sum(-1) + i_or.abs().sum(-1)
+
+
+def _dual_bound(y, my, hy, c, b) -> torch.Tensor:
+    """max(0, D(y/s)) with s = max(1, ‖Mᵀ y‖_∞): y/s is feasible for (D) (|y| ≤ 1 holds after
+    the dual prox), so weak duality makes it a lower bound. Here y is the PDHG dual of
+    ‖A x − c‖₁, c = Hv, which is −y of (D)."""
+    s = my.abs().amax(-1).clamp_min(1.0)
+    return ((-(c * y).sum(-1) - b[:, 0] * hy.abs().sum(-1)) / s).clamp_min(0.0)
+
+
+# ---------------------------------------------------------------- PDHG
+def decompose(
+    v,
+    q_thres: float = 0.04,
+    *,
+    tol: float = 1e-3,
+    max_iter: int = 100_000,
+    check_every: int = 64,
+) -> AndOrResult:
+    """AND-OR decomposition of games v (…, 2^n), each to a certified relative gap ≤ tol.
+
+    Batched restarted Halpern PDHG on (P) (module docstring), in float64 on v's device. Each
+    game is scaled by a power of two near max|v| (exact, so scaling v scales the result) and
+    keeps its own primal weight, restarts and stopping time; converged games leave the batch,
+    so a game's iterates do not depend on the others. Every ``check_every`` iterations (and at
+    ``max_iter``) the current iterate is scored against the best dual bound so far. Games that
+    reach ``max_iter`` return their last (feasible) iterate with ``converged`` False.
+    """
+    v = torch.as_tensor(v)
+    n = T.n_players(v)
+    lead, size, device = v.shape[:-1], v.shape[-1], v.device
+    v = v.to(torch.float64).reshape(-1, size)
+    games = v.shape[0]
+    op = _operator(n, device)
+    low, parity, tau_o, tau_q, sigma = op[:5]
+
+    # exact power-of-two scale: the iterates then see games of similar size
+    _, exponent = torch.frexp(v.abs().amax(-1, keepdim=True))
+    scale = torch.ldexp(torch.ones_like(v[:, :1]), exponent)
+    vs = v / scale
+    c = T.harsanyi(vs)
+    b = q_thres * (vs[:, -1:] - vs[:, :1]).abs()
+
+    out = dict(
+        p=torch.zeros_like(v),
+        q=torch.zeros_like(v),
+        I_and=torch.zeros_like(v),
+        I_or=torch.zeros_like(v),
+        loss=v.new_zeros(games),
+        bound=v.new_zeros(games),
+        converged=torch.zeros(games, dtype=torch.bool, device=device),
+        iterations=torch.zeros(games, dtype=torch.long, device=device),
+    )
+    zeros = torch.zeros_like(vs)
+    s = dict(
+        index=torch.arange(games, device=device),
+        v=vs,
+        c=c,
+        b=b,
+        o=zeros,
+        q=zeros,
+        y=zeros,
+        Ax=zeros,  # A(o, q), updated by linearity instead of recomputed
+        o0=zeros,  # Halpern anchor = start of the current restart cycle
+        q0=zeros,
+        y0=zeros,
+        Ax0=zeros,
+        # primal weight (primal steps τ/ω, dual steps σ·ω), started at PDLP's ‖cost‖/‖rhs‖
+        # in the preconditioned coordinates, with Hv as the right-hand side
+        omega=(tau_o.sum() + tau_q.sum()).sqrt()
+        / (sigma * c.square()).sum(-1, keepdim=True).sqrt().clamp_min(1e-300),
+        k=torch.zeros_like(b),  # iterations since the last restart
+        r0=torch.full_like(b, torch.inf),  # fixed-point residual at the cycle's start
+        r_prev=torch.full_like(b, torch.inf),
+        best=vs.new_zeros(games),  # best certified dual bound so far
+    )
+
+    def check(it: int, final: bool) -> None:
+        """Certify the active games; write out and drop those that converged (all if final)."""
+        nonlocal s
+        # the reflected Halpern iterate can leave the boxes |q| ≤ b and |y| ≤ 1: project back
+        q = torch.clamp(s["q"], -s["b"], s["b"])
+        y = torch.clamp(s["y"], -1.0, 1.0)
+        my, hy = _adjoint(y, parity, low)
+        s["best"] = torch.maximum(s["best"], _dual_bound(y, my, hy, s["c"], s["b"]))
+        p, i_and, i_or, loss = _finish(s["o"], q, s["v"])
+        gap = torch.where(loss > 0, (loss - s["best"]) / loss, 0.0)
+        done = gap <= tol
+        leave = torch.ones_like(done) if final else done
+        idx, factor = s["index"][leave], scale[s["index"][leave]]
+        for name, value in (("p", p), ("q", q), ("I_and", i_and), ("I_or", i_or)):
+            out[name][idx] = value[leave] * factor
+        out["loss"][idx] = loss[leave] * factor[:, 0]
+        out["bound"][idx] = s["best"][leave] * factor[:, 0]
+        out["converged"][idx] = done[leave]
+        out["iterations"][idx] = it
+        s = {name: value[~leave] for name, value in s.items()}
+
+    check(0, max_iter == 0)  # the start may already be optimal (zero games, n = 0)
+    for it in range(1, max_iter + 1):
+        if s["index"].numel() == 0:
+            break
+        o, q, y, omega = s["o"], s["q"], s["y"], s["omega"]
+        # one PDHG step z ↦ T(z): primal prox of ‖o‖₁ + box(q), dual prox of (‖· − c‖₁)*
+        mo, hq = _adjoint(y, parity, low)
+        step_o, step_q = _STEP * tau_o / omega, _STEP * tau_q / omega
+        o1 = _shrink(o - step_o * mo, step_o)
+        q1 = torch.clamp(q - step_q * hq, -s["b"], s["b"])
+        ax1 = _forward(o1, q1, parity)
+        step_y = _STEP * sigma * omega
+        y1 = torch.clamp(y + step_y * (2.0 * ax1 - s["Ax"] - s["c"]), -1.0, 1.0)
+
+        # fixed-point residual ‖z − T(z)‖ in the (diagonal part of the) PDHG metric
+        r = (omega * _primal_norm(o1 - o, q1 - q, op).square() + _dual_norm(y1 - y, op).square() / omega).sqrt()  # fmt: skip
+        r0 = torch.where(torch.isinf(s["r0"]), r, s["r0"])
+
+        # reflected Halpern step toward the anchor: z ← (k+1)/(k+2)·(2T(z) − z) + 1/(k+2)·z0
+        k = s["k"]
+        w = (k + 1.0) / (k + 2.0)
+        new = dict(o=o1, q=q1, y=y1, Ax=ax1)
+        halpern = {x: w * (2.0 * new[x] - s[x]) + (1.0 - w) * s[x + "0"] for x in new}
+
+        restart = (
+            (r <= _SUFFICIENT * r0)
+            | ((r <= _NECESSARY * r0) & (r > s["r_prev"]))
+            | (k >= _ARTIFICIAL * it)
+        )
+        # a restart starts a new cycle at T(z) and moves the primal weight toward the ratio
+        # of the dual to the primal distance travelled in the cycle (PDLP, smoothing ½)
+        dx = _primal_norm(o1 - s["o0"], q1 - s["q0"], op)
+        dy = _dual_norm(y1 - s["y0"], op)
+        moved = restart & (dx > 1e-10) & (dy > 1e-10)
+        s["omega"] = torch.where(moved, (omega * dy / dx.clamp_min(1e-300)).sqrt(), omega)
+        for x in new:
+            s[x] = torch.where(restart, new[x], halpern[x])
+            s[x + "0"] = torch.where(restart, new[x], s[x + "0"])
+        s["k"] = torch.where(restart, 0.0, k + 1.0)
+        s["r0"] = torch.where(restart, torch.inf, r0)
+        s["r_prev"] = torch.where(restart, torch.inf, r)
+
+        if it % check_every == 0 or it == max_iter:
+            check(it, it == max_iter)
+
+    gap = torch.where(out["loss"] > 0, (out["loss"] - out["bound"]) / out["loss"], 0.0)
+    return AndOrResult(
+        I_and=out["I_and"].reshape(*lead, size),
+        I_or=out["I_or"].reshape(*lead, size),
+        p=out["p"].reshape(*lead, size),
+        q=out["q"].reshape(*lead, size),
+        loss=out["loss"].reshape(lead),
+        bound=out["bound"].reshape(lead),
+        gap=gap.reshape(lead),
+        converged=out["converged"].reshape(lead),
+        iterations=out["iterations"].reshape(lead),
+    )
+
+
+# ---------------------------------------------------------------- exact reference
+def decompose_lp(v, q_thres: float = 0.04) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """The exact optimum of one game (2^n,) with HiGHS: returns (optimum, p, q).
+
+    The LP in the form min ‖a‖₁ + ‖o‖₁ s.t. Z a + R o − q = v, |q| ≤ b (a = I_and, equivalent
+    to (P)), sparse: a = a⁺ − a⁻ and o = o⁺ − o⁻ (|S| ≥ 2) with unit costs, q in the box,
+    and Z a, Z o built by n butterfly stages of auxiliary variables (each stage row
+    z_{k+1}(T) = z_k(T) + [k ∈ T]·z_k(T∖{k})), so the matrix has O(n·2^n) entries instead of
+    4^n. ``optimum`` is L at the returned (p, q) (q clipped into the box), i.e. the value of a
+    feasible point, equal to the LP optimum up to HiGHS's tolerances.
+    """
+    import highspy
+    from scipy import sparse
+
+    values = torch.as_tensor(v, dtype=torch.float64).cpu()
+    n = T.n_players(values)
+    if values.dim() != 1:
+        raise ValueError(f"decompose_lp solves one game (2^n,), got shape {tuple(values.shape)}")
+    size = 2**n
+    bound = float(noise_bound(values, q_thres))
+    active = np.flatnonzero(T.subset_sizes(n).numpy() >= 2)
+    index = np.arange(size)
+
+    # columns: a⁺, a⁻, o⁺, o⁻ (active subsets), q, σ = Σ o, then stages z_0..z_n and y_0..y_n
+    col_a, col_o = 0, 2 * size
+    col_q = col_o + 2 * active.size
+    col_sigma = col_q + size
+    col_z = col_sigma + 1
+    col_y = col_z + (n + 1) * size
+    n_cols = col_y + (n + 1) * size
+    rows, cols, vals = [], [], []
+
+    def add(row_ids, col_ids, coef):
+        row_ids, col_ids = np.broadcast_arrays(np.atleast_1d(row_ids), np.atleast_1d(col_ids))
+        rows.append(row_ids)
+        cols.append(col_ids)
+        vals.append(np.full(row_ids.shape, coef, dtype=float))
+
+    row = 0
+    # stage 0: z_0 = a⁺ − a⁻,  y_0 = o⁺ − o⁻ (0 on folded subsets)
+    r = row + index
+    add(r, col_z + index, 1.0), add(r, col_a + index, -1.0), add(r, col_a + size + index, 1.0)
+    row += size
+    r = row + index
+    add(r, col_y + index, 1.0)
+    add(row + active, col_o + np.arange(active.size), -1.0)
+    add(row + active, col_o + active.size + np.arange(active.size), 1.0)
+    row += size
+    # stages k → k+1 of the zeta transform, for both chains
+    for k in range(n):
+        has = index[(index >> k & 1) == 1]
+        for base in (col_z, col_y):
+            cur, nxt = base + k * size, base + (k + 1) * size
+            r = row + index
+            add(r, nxt + index, 1.0), add(r, cur + index, -1.0)
+            add(row + has, cur + has - (1 << k), -1.0)
+            row += size
+    # σ = Σ_S o(S)
+    add(row, col_sigma, 1.0)
+    add(np.full(active.size, row), col_o + np.arange(active.size), -1.0)
+    add(np.full(active.size, row), col_o + active.size + np.arange(active.size), 1.0)
+    row += 1
+    n_zero_rows = row
+    # Z a + R o − q = v,  R o(T) = σ − (Z o)(N∖T)
+    r = row + index
+    add(r, col_z + n * size + index, 1.0), add(r, col_sigma, 1.0)
+    add(r, col_y + n * size + (size - 1 - index), -1.0), add(r, col_q + index, -1.0)
+    row += size
+    rhs = np.concatenate([np.zeros(n_zero_rows), values.numpy()])
+
+    matrix = sparse.csc_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(row, n_cols)
+    )
+    inf = highspy.kHighsInf
+    lower = np.full(n_cols, -inf)
+    upper = np.full(n_cols, inf)
+    lower[:col_q] = 0.0
+    lower[col_q:col_sigma], upper[col_q:col_sigma] = -bound, bound
+    cost = np.zeros(n_cols)
+    cost[:col_q] = 1.0
+
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n_cols, row
+    lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, lower, upper
+    lp.row_lower_, lp.row_upper_ = rhs, rhs
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_, lp.a_matrix_.index_ = matrix.indptr, matrix.indices
+    lp.a_matrix_.value_ = matrix.data
+    solver = highspy.Highs()
+    solver.setOptionValue("output_flag", False)
+    for option in ("primal_feasibility_tolerance", "dual_feasibility_tolerance"):
+        solver.setOptionValue(option, 1e-10)
+    solver.passModel(lp)
+    solver.run()
+    status = solver.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise RuntimeError(
+            f"HiGHS did not solve the AND-OR LP: {solver.modelStatusToString(status)}"
+        )
+    x = np.asarray(solver.getSolution().col_value)
+
+    o = torch.zeros(size, dtype=torch.float64)
+    o[active] = torch.from_numpy(x[col_o : col_o + active.size] - x[col_o + active.size : col_q])
+    q = torch.from_numpy(x[col_q:col_sigma]).clamp(-bound, bound)
+    # as in decompose, v_and = v + q − R o takes up whatever HiGHS's tolerances left
+    # unexplained; it equals Z a at an exact solution
+    half = 0.5 * (values + q)
+    p = half - T.or_inverse(o)
+    return float(objective(values, p, q)), p, q
