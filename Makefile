@@ -17,6 +17,8 @@ $(BIN)/transferscope: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# the CKA tests' independent reference; --no-deps: its metadata would pull an unpinned torch
+	$(BIN)/pip install --quiet --no-deps 'torch-cka==0.21'
 	touch $@
 
 setup: $(BIN)/transferscope
