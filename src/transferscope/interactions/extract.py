@@ -321,23 +321,34 @@ def precision_check(model, game: Game, params: dict, device, values: torch.Tenso
     return check
 
 
-def interaction_table(values: torch.Tensor, sample_index: list[int], params: dict, device):
-    """AND-OR decomposition and salient masks of a game -> (polars table, decomposition meta)."""
-    import polars as pl
-
+def salient_interactions(values: torch.Tensor, q_thres: float, tau: float, device="cpu"):
+    """AND-OR decomposition of games ``values`` (N, 2^n) centred at v(x_∅), and their salient
+    masks {"and", "or"} (N, 2^n): |I(S)| > τ · max_{S' ≠ ∅} |I(S')| over AND and OR together,
+    the empty set never salient. Returns (andor result, masks)."""
     from transferscope.interactions import andor
-    from transferscope.interactions.salient import reconstruction_error, salient_mask
+    from transferscope.interactions.salient import salient_mask
 
     centred = values - values[:, :1]  # v(x_T) − v(x_∅)
     run_on = device if torch.device(device).type == "cuda" else "cpu"
-    res = andor.decompose(centred.to(run_on), params["q_thres"])
+    res = andor.decompose(centred.to(run_on), q_thres)
     i_and, i_or = res.I_and.double().cpu(), res.I_or.double().cpu()
     reference = torch.cat([i_and[:, 1:], i_or[:, 1:]], -1)  # max over S ≠ ∅, AND and OR
     salient = {}
     for kind, inter in (("and", i_and), ("or", i_or)):
-        mask = salient_mask(inter, params["tau"], reference=reference).cpu()
+        mask = salient_mask(inter, tau, reference=reference).cpu()
         mask[:, 0] = False
         salient[kind] = mask
+    return res, salient
+
+
+def interaction_table(values: torch.Tensor, sample_index: list[int], params: dict, device):
+    """AND-OR decomposition and salient masks of a game -> (polars table, decomposition meta)."""
+    import polars as pl
+
+    from transferscope.interactions.salient import reconstruction_error
+
+    res, salient = salient_interactions(values, params["q_thres"], params["tau"], device)
+    i_and, i_or = res.I_and.double().cpu(), res.I_or.double().cpu()
     n_samples, size = values.shape
     table = pl.DataFrame(
         {
@@ -354,7 +365,7 @@ def interaction_table(values: torch.Tensor, sample_index: list[int], params: dic
     )
     converged = res.converged.cpu().reshape(-1)
     error, _ = reconstruction_error(
-        centred, i_and, i_or, salient["and"], salient["or"], q=res.q.double().cpu()
+        values - values[:, :1], i_and, i_or, salient["and"], salient["or"], q=res.q.double().cpu()
     )
     meta = {
         "input": "v(x_T) - v(x_empty)",
