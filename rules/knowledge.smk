@@ -4,6 +4,10 @@
 rule knowledge_transfer:
     input:
         interactions=ts_paths.interaction_summaries(config),
+        data=[
+            ts_paths.data_dir(spec["dataset"])
+            for spec in config["experiments"].values()
+        ],
     output:
         report(
             "results/knowledge/transfer.parquet",
@@ -13,6 +17,8 @@ rule knowledge_transfer:
         "results/knowledge/transfer.csv",
         "results/knowledge/transfer_samples.parquet",
         "results/knowledge/transfer_samples.csv",
+        "results/knowledge/planted.parquet",
+        "results/knowledge/planted.csv",
     log:
         "logs/knowledge/transfer.log",
     resources:
@@ -22,9 +28,10 @@ rule knowledge_transfer:
         sign=config["knowledge"]["sign_agreement"],
         bootstrap=config["knowledge"]["bootstrap"],
         confidence=config["knowledge"]["confidence"],
+        data=experiment_data_pairs(),
     shell:
         "transferscope knowledge transfer --interactions {input.interactions} "
-        "--sign-agreement {params.sign} --bootstrap {params.bootstrap} "
+        "--data {params.data} --sign-agreement {params.sign} --bootstrap {params.bootstrap} "
         "--confidence {params.confidence} --out-dir results/knowledge 2> {log}"
 
 
@@ -79,6 +86,7 @@ rule knowledge_report:
         "results/knowledge/convergence.parquet",
         "results/knowledge/directness.parquet",
         "results/knowledge/links.parquet",
+        "results/knowledge/planted.parquet",
         runs=ts_paths.run_summaries(config),
     output:
         metrics="results/metrics.json",

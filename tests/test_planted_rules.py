@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from transferscope.interactions.transforms import subset_index
-from transferscope.knowledge.planted import planted_and_recovery
+from transferscope.knowledge.planted import part_preservation, planted_and_recovery
 
 AND_RULE = {
     "type": "and",
@@ -36,6 +36,24 @@ def test_recovery_counts_planted_terms_and_strength_outside_the_rule():
     assert result["precision"] == pytest.approx((2.0 + 1.0 + 1.5) / (2.0 + 1.0 + 1.5 + 3.0))
     salient[1, planted] = False  # a planted term that is not salient is not recalled
     assert planted_and_recovery(i_and, salient, [0, 0, 1], [AND_RULE, OR_RULE])["recall"] == 0.5
+
+
+def test_part_preservation_by_hand():
+    """Players 0, 1, 2; cell 0 holds a shared part, cell 2 a source-only part."""
+    rules = {"shared": [{"part": "cross", "cell": 0}], "source_only": [{"part": "sq", "cell": 2}]}
+    i_pre = np.zeros((1, 8))
+    i_pre[0, [0b001, 0b011, 0b100, 0b110]] = [1.0, -2.0, 1.5, 0.7]
+    i_ft = np.zeros((1, 8))
+    i_ft[0, [0b001, 0b011, 0b100]] = [0.5, -1.0, -1.5]  # {2} flips its sign; {1, 2} is gone
+    m_pre, m_ft = i_pre != 0, i_ft != 0
+    rates = part_preservation(i_pre, i_ft, m_pre, m_ft, rules)
+    assert rates["shared"] == {"terms": 2, "preserved": 2, "rate": 1.0}
+    assert rates["source_only"] == {"terms": 2, "preserved": 0, "rate": 0.0}
+    loose = part_preservation(i_pre, i_ft, m_pre, m_ft, rules, sign_agreement=False)
+    assert loose["source_only"]["rate"] == 0.5
+    # a cell with parts of both kinds counts for neither
+    both = dict(rules, source_only=[*rules["source_only"], {"part": "x", "cell": 0}])
+    assert part_preservation(i_pre, i_ft, m_pre, m_ft, both)["shared"]["terms"] == 0
 
 
 @pytest.mark.slow

@@ -102,7 +102,10 @@ def cmd_knowledge(args) -> None:
 
     boot = {"resamples": args.bootstrap, "confidence": args.confidence}
     if args.action == "transfer":
-        aggregate.transfer_tables(args.interactions, args.out_dir, args.sign_agreement, **boot)
+        data = dict(pair.split("=", 1) for pair in args.data)
+        aggregate.transfer_tables(
+            args.interactions, args.out_dir, args.sign_agreement, **boot, data_dirs=data
+        )
     elif args.action == "convergence":
         aggregate.convergence_tables(args.interactions, args.out_dir, **boot)
     elif args.action == "links":
@@ -220,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     knowledge.add_argument("action", choices=["transfer", "convergence", "links", "report"])
     knowledge.add_argument("--interactions", nargs="*", default=[], help="extraction summaries")
     knowledge.add_argument("--runs", nargs="*", default=[], help="run summary.json files")
+    knowledge.add_argument(
+        "--data", nargs="*", default=[], help="transfer: experiment=data_dir pairs (planted rules)"
+    )
     knowledge.add_argument("--out-dir", required=True, help="results/knowledge")
     knowledge.add_argument("--sign-agreement", type=_bool, default=True)
     knowledge.add_argument("--bootstrap", type=int, default=1000)

@@ -103,7 +103,14 @@ def summarise(frame, keys: list[str], columns, resamples: int, confidence: float
     return pl.DataFrame(rows)
 
 
-def transfer_tables(summaries, out_dir, sign_agreement=True, resamples=1000, confidence=0.95):
+def transfer_tables(
+    summaries, out_dir, sign_agreement=True, resamples=1000, confidence=0.95, data_dirs=None
+):
+    """transfer(_samples) tables, and planted-part preservation where datasets plant rules."""
+    from transferscope.knowledge.planted import part_preservation_table
+
+    planted = part_preservation_table([Path(s) for s in summaries], data_dirs or {}, sign_agreement)
+    write_table(planted, Path(out_dir) / "planted.parquet")
     samples = transfer_samples([Path(s) for s in summaries], sign_agreement)
     write_table(samples, Path(out_dir) / "transfer_samples.parquet")
     table = summarise(samples, ["experiment", "kind", "order"], RATIOS, resamples, confidence)

@@ -54,3 +54,73 @@ def planted_and_recovery(
         "recall": found / counted if counted else float("nan"),
         "precision": inside / total if total > 0 else float("nan"),
     }
+
+
+def part_cells(rules: dict[str, Any]) -> dict[str, set[int]]:
+    """Cells of the parts both tasks share and of those only the source task uses; a cell that
+    holds parts of both kinds belongs to neither (its terms could not be told apart)."""
+    shared = {p["cell"] for p in rules.get("shared", [])}
+    source_only = {p["cell"] for p in rules.get("source_only", [])}
+    return {"shared": shared - source_only, "source_only": source_only - shared}
+
+
+def part_preservation(
+    i_pre: np.ndarray,
+    i_ft: np.ndarray,
+    m_pre: np.ndarray,
+    m_ft: np.ndarray,
+    rules: dict[str, Any],
+    sign_agreement: bool = True,
+) -> dict[str, dict[str, float | int]]:
+    """How often the pre-trained model's salient AND terms on a part's cell survive fine-tuning.
+
+    For each part kind k ∈ {shared, source_only} (``part_cells``): the terms S ∈ Ω_pre (S ≠ ∅)
+    that contain a cell of kind k, and the share of them that are also in Ω_ft (same sign when
+    ``sign_agreement``): rate_k = |{S ∈ Ω_pre ∩ Ω_ft : S ∋ c_k}| / |{S ∈ Ω_pre : S ∋ c_k}|.
+    Knowledge of shared parts should be preserved more often than knowledge of parts the
+    target task never shows.
+    """
+    from transferscope.knowledge.metrics import shared
+
+    preserved = shared(m_pre, m_ft, i_pre, i_ft, sign_agreement)
+    n_subsets = i_pre.shape[-1]
+    out = {}
+    for kind, cells in part_cells(rules).items():
+        touches = np.array([(s & subset_index(cells)) != 0 for s in range(n_subsets)])
+        terms = int((m_pre & touches).sum())
+        kept = int((preserved & touches).sum())
+        out[kind] = {"terms": terms, "preserved": kept, "rate": kept / terms if terms else np.nan}
+    return out
+
+
+def part_preservation_table(summaries, data_dirs: dict[str, str], sign_agreement: bool = True):
+    """One row per (experiment, seed, part kind) for the experiments whose dataset plants rules
+    (``rules`` with ``shared`` parts in its manifest): terms, preserved, rate. Empty otherwise."""
+    import polars as pl
+
+    from transferscope.data import read_manifest
+    from transferscope.knowledge.caches import check_comparable, seed_caches
+
+    rows = []
+    for summary in summaries:
+        seed = seed_caches(summary)
+        data = data_dirs.get(seed.experiment)
+        rules = read_manifest(data).get("rules") if data else None
+        if not isinstance(rules, dict) or "shared" not in rules:
+            continue
+        pre, ft = seed.final("probe"), seed.final("finetune")
+        check_comparable(pre, ft)
+        rates = part_preservation(
+            pre.I["and"], ft.I["and"], pre.salient["and"], ft.salient["and"], rules, sign_agreement
+        )
+        for kind, row in rates.items():
+            rows.append({"experiment": seed.experiment, "seed": seed.seed, "parts": kind, **row})
+    schema = {
+        "experiment": pl.String,
+        "seed": pl.Int64,
+        "parts": pl.String,
+        "terms": pl.Int64,
+        "preserved": pl.Int64,
+        "rate": pl.Float64,
+    }
+    return pl.DataFrame(rows, schema=schema)

@@ -46,6 +46,30 @@ def headline(transfer, directness, convergence, links, accuracy) -> dict:
     return out
 
 
+def add_planted(numbers: dict, planted) -> None:
+    """Per experiment with planted rules: the preservation rate of the pre-trained model's
+    salient AND terms on shared and on source-only parts, pooled over seeds, with the per-seed
+    rates and whether the direction (shared > source-only) holds in every seed."""
+    import polars as pl
+
+    for exp in planted["experiment"].unique(maintain_order=True).to_list():
+        rows = planted.filter(pl.col("experiment") == exp)
+        entry: dict = {}
+        for kind in ("shared", "source_only"):
+            part = rows.filter(pl.col("parts") == kind).sort("seed")
+            terms, kept = int(part["terms"].sum()), int(part["preserved"].sum())
+            entry[kind] = {
+                "rate": kept / terms if terms else None,
+                "terms": terms,
+                "per_seed": part["rate"].fill_nan(None).to_list(),
+            }
+        pairs = zip(entry["shared"]["per_seed"], entry["source_only"]["per_seed"])
+        entry["shared_higher_in_every_seed"] = all(
+            a is not None and b is not None and a > b for a, b in pairs
+        )
+        numbers.setdefault(exp, {})["planted_part_preservation"] = entry
+
+
 def _entry(row: dict) -> dict:
     return {k: row[k] for k in ("mean", "low", "high", "n_seeds", "n_samples")}
 
@@ -80,6 +104,9 @@ def write_reports(knowledge_dir, run_summaries, metrics_out, summary_out) -> Non
     numbers = headline(
         read("transfer"), read("directness"), read("convergence"), read("links"), accuracy
     )
+    planted = knowledge_dir / "planted.parquet"
+    if planted.exists():
+        add_planted(numbers, pl.read_parquet(planted))
     write_json(metrics_out, numbers)
     write_text(summary_out, summary_text(numbers, accuracy))
 
@@ -128,6 +155,20 @@ def summary_text(numbers: dict, accuracy) -> str:
                 f"{_fmt(values['similarity_epoch1_finetune'])}, scratch "
                 f"{_fmt(values['similarity_epoch1_scratch'])}."
             )
+    planted = {e: v["planted_part_preservation"] for e, v in numbers.items()
+               if isinstance(v, dict) and "planted_part_preservation" in v}  # fmt: skip
+    if planted:
+        lines += ["", "## Planted parts (shapes): is shared knowledge preserved more often?", ""]
+    for exp, entry in planted.items():
+        shown = {k: "n/a" if v["rate"] is None else f"{v['rate']:.2f}"
+                 for k, v in entry.items() if isinstance(v, dict)}  # fmt: skip
+        lines.append(
+            f"- **{exp}**: the pre-trained model's salient AND interactions on parts both tasks "
+            f"share were preserved at a rate of {shown['shared']} "
+            f"({entry['shared']['terms']} terms), those on source-only parts at "
+            f"{shown['source_only']} ({entry['source_only']['terms']} terms); shared higher in "
+            f"every seed: {'yes' if entry['shared_higher_in_every_seed'] else 'no'}."
+        )
     lines += ["", "## Links to performance (Spearman ρ, bootstrap interval)", ""]
     for name, link in numbers["links"].items():
         lines.append(
