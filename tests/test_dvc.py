@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from transferscope import dvc as glue
+from transferscope.analyses import stage as ts_analyses
 from transferscope.config import REGIMES, load_config, run_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,6 +240,26 @@ def expected_reruns(workspace: Path, change) -> set[str]:
     }
     assert runs, "the change alters no run"
     files = {f"runs/{e}/{r}/seed{s}/summary.json" for e, r, s in runs}
+    # the analyses' extra runs (block-shuffled, from intermediate pre-training epochs)
+    for exp in ts_analyses.image_experiments(before):
+        for seed in ts_analyses.analysis_seeds(before):
+            variants = {
+                ts_analyses.shuffle_variant(regime, block): [
+                    ts_analyses.shuffle_settings(c, exp, regime, seed, block)
+                    for c in (before, after)
+                ]
+                for regime in ("finetune", "scratch")
+                for block in ts_analyses.analyses_params(before)["block_sizes"]
+            }
+            for epoch in ts_analyses.pretrain_epochs(before, exp):
+                variants[ts_analyses.from_variant(epoch)] = [
+                    ts_analyses.from_settings(c, exp, seed, epoch) for c in (before, after)
+                ]
+            files |= {
+                f"runs/{exp}/{variant}/seed{seed}/summary.json"
+                for variant, (old, new) in variants.items()
+                if old != new
+            }
     files |= {f"interactions/{e}/seed{s}/summary.json" for e, _, s in runs}
     files |= {
         f
@@ -273,6 +294,7 @@ def test_a_parameter_reruns_only_what_depends_on_it(workspace, first_repro):
         "interactions@digits_resnet",
         "knowledge",
         "figures",
+        "analyses",
     }
     assert lookup(yaml.safe_load((workspace / "config.yaml").read_text()), key) == value
     assert json.loads(sh("dvc status --json", workspace).stdout or "{}") == {}
@@ -309,7 +331,8 @@ def test_outputs_restored_by_dvc_are_not_trusted_blindly(workspace, first_repro)
     committed["figures"]["dpi"] = dpi
     (workspace / "config.yaml").write_text(yaml.safe_dump(committed, sort_keys=False))
     out = sh("dvc repro", workspace).stdout
-    assert stages_run(out) == {"figures"} and "forcing" in out, out
+    # the analyses draw their figures at the same dpi
+    assert stages_run(out) == {"figures", "analyses"} and "forcing" in out, out
     assert {f: png_size(workspace / f) for f in figures} == at_dpi
     sh("git checkout -- config.yaml dvc.lock && dvc checkout --force", workspace)
     assert json.loads(sh("dvc status --json", workspace).stdout or "{}") == {}
