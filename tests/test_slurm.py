@@ -24,6 +24,8 @@ from transferscope.config import REGIMES, load_config
 from .slurm_cluster import REPO, LocalSlurm, copy_repo, dry_run, unavailable_reason, workflow_env
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
+# rules/analyses.smk: the extra training runs and the per-experiment analyses hold a GPU too
+GPU_ANALYSES = ("finetune_shuffled", "scratch_shuffled", "finetune_from_epoch", "analyses")
 SMOKE = "config/smoke.yaml"
 
 
@@ -214,7 +216,7 @@ def run_through_slurm_and_compare(tmp_path: Path, targets: tuple[str, ...] = ())
     states = {line.split()[0]: line.split()[1:] for line in queue.splitlines() if line.strip()}
     job_ids = [job_id for job_id, _ in calls]
     assert all(states[j][0] == "COMPLETED" for j in job_ids), states
-    gpu_rules = {f"rule_{r}" for r in (*REGIMES, "interactions")}
+    gpu_rules = {f"rule_{r}" for r in (*REGIMES, "interactions", *GPU_ANALYSES)}
     for job_id, comment in calls:  # training and extraction hold a GPU, nothing else does
         holds_gpu = "gres:gpu:1" in states[job_id][1]
         assert holds_gpu == (comment.split("_wildcards_")[0] in gpu_rules), (comment, states)
