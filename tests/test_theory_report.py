@@ -12,6 +12,7 @@ import yaml
 
 from tests.theory_support import one_thread  # noqa: F401  (autouse fixture)
 from transferscope.theory import linear
+from transferscope.theory.phase import PHASE_COLUMNS
 from transferscope.theory.report import DEFAULT_PARAMS, merge_params, run_theory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,17 +40,6 @@ TINY = {
         "transfer_steps": 10,
     },
 }
-PHASE_COLUMNS = [
-    "theta",
-    "gamma",
-    "sigma",
-    "theory",
-    "simulation",
-    "sim_std",
-    "n_instances",
-    "n_unconverged",
-    "difference",
-]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 
 from tests.theory_support import one_thread  # noqa: F401  (autouse fixture)
 from transferscope.theory import linear
-from transferscope.theory.phase import DIAGRAMS, phase_table
+from transferscope.theory.phase import DIAGRAMS, PHASE_COLUMNS, phase_table
 from transferscope.theory.simulate import (
     GDSettings,
     end_to_end,
@@ -78,17 +78,7 @@ def test_gd_scratch_is_the_minimum_norm_fit(runs):
 def test_transferability_tables_follow_theory(runs):
     for name in ("linear", "finetune", "linear_ridge"):
         table = phase_table(runs, DIAGRAMS[name], D, readout_ridge=0.3)
-        assert table.columns[:9] == [
-            "theta",
-            "gamma",
-            "sigma",
-            "theory",
-            "simulation",
-            "sim_std",
-            "n_instances",
-            "n_unconverged",
-            "difference",
-        ]
+        assert table.columns[:9] == PHASE_COLUMNS
         assert (table["n_unconverged"] == 0).all() and (table["n_instances"] == 24).all()
         se = table["sim_std"] / np.sqrt(24)
         assert (table["difference"].abs() <= 4 * se + 0.05).all(), table
