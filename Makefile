@@ -12,12 +12,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup run smoke test test-fast lint format bench clean
 
+# torch-cka is the CKA tests' independent reference; --no-deps: its metadata pulls an unpinned torch
 $(BIN)/transferscope: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -e '.[dev]'
-	# the CKA tests' independent reference; --no-deps: its metadata would pull an unpinned torch
 	$(BIN)/pip install --quiet --no-deps 'torch-cka==0.21'
 	touch $@
 
