@@ -5,7 +5,11 @@ run's epoch_000), RI-T = trained from RI (scratch). Every per-experiment stage w
 runs ``runs/<exp>/<variant>/seed<N>/`` that the training rules write; this module only wires
 the analysis library (cka, interpolation, criticality, distances, spectra, mistakes,
 blockshuffle, figures) to them and writes tables (Parquet + CSV), PNGs and a summary.json,
-every file atomically.
+every file atomically. Its helpers live beside it: ``runs`` (the finished runs given),
+``pairwise`` (model pairs and the individual analyses), ``summaries`` (spectra table, theory
+bridge, headline), ``model_figures``, ``reuse`` (feature reuse and intermediate checkpoints),
+``comparison`` (across experiments) and ``outputs`` (JSON-safe values, tables, pyplot); the
+names they define that this module used to hold are still importable from here.
 
 Stages (one workflow rule each, `transferscope analyses <action>`):
 
@@ -35,11 +39,42 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from transferscope.analyses.comparison import (
+    _col,
+    _spearman,
+    bridge_figure,
+    preserved_shares,
+    side_by_side_figure,
+    view_sentence,
+    views_table,
+)
+from transferscope.analyses.model_figures import (
+    criticality_figures,
+    gallery_figure,
+    similarity_figure,
+)
+from transferscope.analyses.outputs import _json_safe, _write_table
+from transferscope.analyses.outputs import note_figure as note_figure
+from transferscope.analyses.pairwise import (
+    BARRIER_PAIR_TYPES,
+    _check_modules,
+    barrier_tables,
+    default_modules,
+    eval_subset,
+    mistakes_tables,
+    model_pairs,
+    predictions,
+    similarity_tables,
+)
+from transferscope.analyses.pairwise import PAIR_TYPES as PAIR_TYPES
+from transferscope.analyses.pairwise import feature_reducer as feature_reducer
+from transferscope.analyses.reuse import epochs_to_accuracy, intermediate_figure, reuse_figure
+from transferscope.analyses.runs import Run as Run
+from transferscope.analyses.runs import _need, collect_runs
+from transferscope.analyses.summaries import bridge_table, headline, spectra_summary
 from transferscope.config import ConfigError, epochs, run_settings
 from transferscope.workflow import run_dir as _run_dir
 from transferscope.workflow import run_summary
@@ -49,7 +84,7 @@ from transferscope.workflow import run_summary
 
 ANALYSES_DEFAULTS: dict[str, Any] = {
     "eval_samples": 256,  # fixed subset of the target test set (seeded draw, sorted)
-    "lambdas": 11,  # interpolation grid: a count (linspace 0..1) or an explicit list with 0, 1
+    "lambdas": 25,  # interpolation grid: a count (linspace 0..1) or an explicit list with 0, 1
     "bn_samples": 1024,  # target training samples that recompute BatchNorm statistics (null: all)
     "cka": {"modules": None, "reduce": "auto", "max_features": 16384, "debiased": False},
     "criticality": {
@@ -70,8 +105,6 @@ ANALYSES_DEFAULTS: dict[str, Any] = {
 }
 NESTED = ("cka", "criticality")
 REDUCTIONS = ("auto", "flatten", "pool")
-PAIR_TYPES = ("P-T/P", "RI-T/P", "P-T/P-T", "RI-T/RI-T", "P-T/RI-T")
-BARRIER_PAIR_TYPES = ("P-T/P-T", "RI-T/RI-T", "P-T/RI-T")
 
 # outputs of the per-experiment stage (the rule lists the same names)
 MODEL_TABLES = (
@@ -432,369 +465,6 @@ def from_init(wildcards) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# runs
-
-
-@dataclass(frozen=True)
-class Run:
-    """One finished training run, identified by its directory name (variant) and seed."""
-
-    summary_path: Path
-    experiment: str
-    variant: str
-    seed: int
-    summary: dict
-
-    @property
-    def dir(self) -> Path:
-        return self.summary_path.parent
-
-    @property
-    def final(self) -> Path:
-        return self.dir / self.summary["final_checkpoint"]
-
-    def epoch(self, k: int) -> Path:
-        return self.dir / f"epoch_{int(k):03d}.safetensors"
-
-    def metrics(self):
-        import polars as pl
-
-        path = self.dir / "metrics.csv"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: not found; rerun the training run {self.summary_path}"
-            )
-        return pl.read_csv(path).sort("epoch")
-
-    def label(self) -> str:
-        return f"{self.variant} seed{self.seed} ({self.final})"
-
-
-def collect_runs(summaries, experiment: str) -> dict[tuple[str, int], Run]:
-    """(variant, seed) -> Run for the given summary.json files, all of ``experiment``."""
-    from transferscope.io import read_json
-
-    runs: dict[tuple[str, int], Run] = {}
-    for item in summaries:
-        path = Path(item)
-        path = path if path.name == "summary.json" else path / "summary.json"
-        summary = read_json(path)
-        exp = summary.get("experiment")
-        if exp != experiment:
-            raise ValueError(
-                f"{path}: run of experiment {exp!r}, but the analysis is of {experiment!r}; "
-                "pass only that experiment's runs"
-            )
-        variant, seed = path.parent.parent.name, int(summary["seed"])
-        if (variant, seed) in runs:
-            raise ValueError(f"{path}: run {variant} seed{seed} given twice")
-        runs[(variant, seed)] = Run(path, exp, variant, seed, summary)
-    return runs
-
-
-def _need(runs: dict, experiment: str, variant: str, seed: int) -> Run:
-    if (variant, seed) not in runs:
-        path = run_summary(experiment, variant, seed)
-        raise FileNotFoundError(
-            f"{path}: this run is needed but was not given; pass it with --runs "
-            f"(train it with `snakemake {path}`)"
-        )
-    return runs[(variant, seed)]
-
-
-# ----------------------------------------------------------------------------------------------
-# small helpers
-
-
-def _finite(value):
-    """JSON-safe: non-finite floats become None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (list, dict)):
-        try:
-            obj = obj.item()
-        except (ValueError, AttributeError):
-            pass
-    return _finite(obj)
-
-
-def _write_table(frame, path: Path) -> None:
-    from transferscope.knowledge.aggregate import write_table
-
-    write_table(frame, path)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def eval_subset(n_test: int, size: int, seed: int = 0) -> list[int]:
-    """A fixed subset of the target test set: ``size`` indices drawn with ``seed``, sorted."""
-    import torch
-
-    if n_test <= size:
-        return list(range(n_test))
-    perm = torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:size]
-    return sorted(perm.tolist())
-
-
-def default_modules(model) -> list[str]:
-    """Named stages of the backbone plus the backbone's output (pooled features).
-
-    timm ResNets: backbone.layer1..layer4; otherwise four evenly spaced parameter-owning
-    children of backbone.stages / blocks / layers / features (ConvNeXt, ViT, VGG, …)."""
-    names = dict(model.named_modules())
-    stages = [f"backbone.layer{i}" for i in range(1, 5) if f"backbone.layer{i}" in names]
-    if not stages:
-        for container in ("stages", "blocks", "layers", "features"):
-            children = sorted(
-                (
-                    n
-                    for n, module in names.items()
-                    if re.fullmatch(rf"backbone\.{container}\.\d+", n)
-                    and any(True for _ in module.parameters())
-                ),
-                key=lambda n: int(n.rsplit(".", 1)[1]),
-            )
-            if children:
-                picks = sorted({round(i * (len(children) - 1) / 3) for i in range(4)})
-                stages = [children[i] for i in picks]
-                break
-    return [*stages, "backbone"]
-
-
-def _check_modules(model, modules: list[str], key: str) -> None:
-    names = dict(model.named_modules())
-    missing = [m for m in modules if m not in names]
-    if missing:
-        raise ConfigError(
-            f"config: analyses.{key}: the model has no modules {missing}; some it has: "
-            f"{[n for n in names if n.count('.') <= 1 and n][:20]}"
-        )
-
-
-# ----------------------------------------------------------------------------------------------
-# pairs and the individual analyses (each usable on its own)
-
-
-def model_pairs(seeds: list[int]) -> list[tuple[str, tuple[str, int], tuple[str, int]]]:
-    """(pair type, model a, model b), models as (role, seed). P-T/RI-T pairs share a seed;
-    same-role pairs are all unordered seed pairs (none with a single seed)."""
-    pairs = [("P-T/P", ("P-T", s), ("P", s)) for s in seeds]
-    pairs += [("RI-T/P", ("RI-T", s), ("P", s)) for s in seeds]
-    pairs += [("P-T/P-T", ("P-T", s), ("P-T", t)) for s, t in combinations(seeds, 2)]
-    pairs += [("RI-T/RI-T", ("RI-T", s), ("RI-T", t)) for s, t in combinations(seeds, 2)]
-    pairs += [("P-T/RI-T", ("P-T", s), ("RI-T", s)) for s in seeds]
-    return pairs
-
-
-def _name(key: tuple[str, int]) -> str:
-    return f"{key[0]} seed{key[1]}"
-
-
-def predictions(model, x, device, batch_size: int = 256):
-    """Arg-max class of every input, eval mode, no gradients."""
-    import torch
-
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for chunk in x.split(batch_size):
-            out.append(model(chunk.to(device)).argmax(1).cpu())
-    return torch.cat(out)
-
-
-def mistakes_tables(preds: dict, y, indices: list[int], pairs):
-    """(pair counts, per-sample table) for models given as (role, seed) -> predicted classes."""
-    import polars as pl
-
-    from transferscope.analyses.mistakes import mistakes_table
-
-    correct = {_name(k): (p == y).numpy() for k, p in preds.items()}
-    table = mistakes_table(correct, [(_name(a), _name(b)) for _, a, b in pairs])
-    table = table.with_columns(pair_type=pl.Series([t for t, _, _ in pairs], dtype=pl.String))
-    rows = [
-        {
-            "sample": int(indices[i]),
-            "position": i,
-            "label": int(y[i]),
-            "role": role,
-            "seed": seed,
-            "prediction": int(p[i]),
-            "correct": bool(p[i] == y[i]),
-        }
-        for (role, seed), p in preds.items()
-        for i in range(len(y))
-    ]
-    return table.select("pair_type", pl.exclude("pair_type")), pl.DataFrame(rows)
-
-
-def feature_reducer(reduce: str, max_features: int = 16384):
-    """The reduction of a module's output to (samples × features) that CKA compares.
-
-    "flatten" and "pool" are the CKA library's (pool = spatial mean of channel-first maps).
-    "auto" flattens outputs of at most ``max_features`` values per sample; larger (N, C, H, W)
-    maps are average-pooled to an s × s grid with C·s² <= max_features, larger (N, tokens, D)
-    outputs are averaged over tokens."""
-    if reduce != "auto":
-        return reduce
-
-    def auto(t):
-        import torch.nn.functional as F
-
-        if t[0].numel() <= max_features or t.ndim == 2:
-            return t.reshape(t.shape[0], -1)
-        if t.ndim == 4:
-            side = max(1, int((max_features / t.shape[1]) ** 0.5))
-            return F.adaptive_avg_pool2d(t, min(side, t.shape[-1])).reshape(t.shape[0], -1)
-        if t.ndim == 3:
-            return t.mean(dim=1)
-        return t.reshape(t.shape[0], -1)
-
-    return auto
-
-
-def similarity_tables(
-    models: dict,
-    pairs,
-    x,
-    modules: list[str],
-    reduce: str,
-    debiased: bool,
-    max_features: int = 16384,
-    paths: dict | None = None,
-):
-    """(CKA long table over module × module, per-module ℓ2 weight distances) for ``pairs``.
-
-    Features are computed once per model. A different architecture is a ValueError naming
-    both models; distances of pairs with P leave the head out (the probe's head is not P's)."""
-    import polars as pl
-
-    from transferscope.analyses.cka import cka_matrix, layer_features
-    from transferscope.analyses.distances import check_same_architecture, module_distances
-
-    feats: dict = {}
-    cka_rows, dist_frames = [], []
-    for pair_type, a, b in pairs:
-        labels = (_name(a), _name(b))
-        try:
-            check_same_architecture(models[a], models[b], labels)
-        except ValueError as err:
-            if not paths:
-                raise
-            raise ValueError(
-                f"{err}; files: {paths[a]} and {paths[b]}. The runs of one experiment must "
-                "share an architecture: delete the run trained with other settings and rerun it"
-            ) from None
-        for key in (a, b):
-            if key not in feats:
-                feats[key] = layer_features(
-                    models[key], x, modules, reduce=feature_reducer(reduce, max_features)
-                )
-        matrix = cka_matrix(feats[a], feats[b], debiased, labels=labels)
-        for i, ma in enumerate(modules):
-            for j, mb in enumerate(modules):
-                cka_rows.append(
-                    {
-                        "pair_type": pair_type,
-                        "model_a": labels[0],
-                        "seed_a": a[1],
-                        "model_b": labels[1],
-                        "seed_b": b[1],
-                        "module_a": ma,
-                        "module_b": mb,
-                        "diagonal": i == j,
-                        "features_a": int(feats[a][ma].shape[1]),
-                        "cka": float(matrix[i, j]),
-                    }
-                )
-        dist = module_distances(models[a], models[b], depth=2, labels=labels)
-        if "P" in (a[0], b[0]):
-            dist = dist.filter(pl.col("module") != "head")
-        dist_frames.append(
-            dist.with_columns(
-                pair_type=pl.lit(pair_type),
-                model_a=pl.lit(labels[0]),
-                seed_a=pl.lit(a[1]),
-                model_b=pl.lit(labels[1]),
-                seed_b=pl.lit(b[1]),
-            )
-        )
-    cka = pl.DataFrame(cka_rows).with_columns(
-        reduce=pl.lit(reduce), estimator=pl.lit("debiased" if debiased else "biased")
-    )
-    dist = pl.concat(dist_frames).select(
-        "pair_type",
-        "model_a",
-        "seed_a",
-        "model_b",
-        "seed_b",
-        pl.exclude("pair_type", "model_a", "seed_a", "model_b", "seed_b"),
-    )
-    return cka, dist
-
-
-def barrier_tables(states: dict, model_fn, pairs, evaluate_fn, lambdas, bn_batches=None):
-    """(curves, heights) of the linear path between each pair's full state dicts.
-
-    ``evaluate_fn(model) -> {"loss", "accuracy"}``; ``bn_batches`` (input tensors) recompute
-    BatchNorm statistics at every point. Heights: loss barrier (`barrier_height`) and the
-    accuracy drop below the chord, max_λ[(1−λ)A(0) + λA(1) − A(λ)]."""
-    import polars as pl
-
-    from transferscope.analyses.interpolation import barrier_curve, barrier_height
-
-    curves, heights = [], []
-    for pair_type, a, b in pairs:
-        labels = (_name(a), _name(b))
-        rows = barrier_curve(
-            model_fn, states[a], states[b], evaluate_fn, lambdas, bn_batches, labels
-        )
-        lams = [r["lambda"] for r in rows]
-        for r in rows:
-            curves.append(
-                dict(
-                    r,
-                    pair_type=pair_type,
-                    model_a=labels[0],
-                    seed_a=a[1],
-                    model_b=labels[1],
-                    seed_b=b[1],
-                )
-            )
-        heights.append(
-            {
-                "pair_type": pair_type,
-                "model_a": labels[0],
-                "seed_a": a[1],
-                "model_b": labels[1],
-                "seed_b": b[1],
-                "barrier_loss": barrier_height([r["loss"] for r in rows], lams),
-                "barrier_accuracy": barrier_height([-r["accuracy"] for r in rows], lams),
-                "loss_a": rows[lams.index(0.0)]["loss"],
-                "loss_b": rows[lams.index(1.0)]["loss"],
-                "max_loss": max(r["loss"] for r in rows),
-                "bn_recomputed": all(r["bn_recomputed"] for r in rows),
-                "points": len(rows),
-            }
-        )
-    return pl.DataFrame(curves), pl.DataFrame(heights)
-
-
-# ----------------------------------------------------------------------------------------------
 # the per-experiment stage
 
 
@@ -1093,248 +763,8 @@ def run_analyses(
     return summary
 
 
-def note_figure(path: Path, text: str, dpi: int = 120) -> None:
-    from transferscope.figures import save_figure
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 1.5))
-    ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
-    save_figure(fig, path, dpi)
-
-
-def spectra_summary(spectra):
-    """Per model, seed and weight: largest singular value, Frobenius norm, stable rank."""
-    import polars as pl
-
-    return (
-        spectra.group_by("model", "seed", "module", "parameter", maintain_order=True)
-        .agg(
-            top=pl.col("singular_value").max(),
-            frobenius=pl.col("singular_value").pow(2).sum().sqrt(),
-            rank=pl.len(),
-        )
-        .with_columns(
-            stable_rank=pl.when(pl.col("top") > 0)
-            .then(pl.col("frobenius").pow(2) / pl.col("top").pow(2))
-            .otherwise(0.0)
-        )
-    )
-
-
-def bridge_table(exp, seeds, run_map, models, task, device, ridge):
-    """Per seed: `feature_overlap` of P's frozen (probe backbone) features on the target
-    train/test sets, and transferability = scratch test error − fine-tune test error."""
-    import polars as pl
-    import torch
-
-    from transferscope.theory.overlap import feature_overlap
-
-    rows = []
-    for s in seeds:
-        model = models[("P", s)].eval()
-        with torch.inference_mode():
-            f_tr = torch.cat(
-                [
-                    model.features(x.to(device)).float().cpu()
-                    for x in task.train_inputs["x"].split(256)
-                ]
-            )
-            f_te = torch.cat(
-                [
-                    model.features(x.to(device)).float().cpu()
-                    for x in task.test_inputs["x"].split(256)
-                ]
-            )
-        overlap = feature_overlap(f_tr, task.train_y, f_te, task.test_y, ridge=ridge)
-        final = {
-            regime: _need(run_map, exp, regime, s).metrics().row(-1, named=True)
-            for regime in ("probe", "finetune", "scratch")
-        }
-        err = {r: 1.0 - float(final[r]["test_accuracy"]) for r in final}
-        rows.append(
-            {
-                "experiment": exp,
-                "seed": s,
-                "unexplained": overlap["unexplained"],
-                "r2": overlap["r2"],
-                "readout_accuracy": overlap["accuracy"],
-                "n_train": overlap["n_train"],
-                "n_test": overlap["n_test"],
-                "n_features": overlap["n_features"],
-                "ridge": overlap["ridge"],
-                "probe_test_error": err["probe"],
-                "finetune_test_error": err["finetune"],
-                "scratch_test_error": err["scratch"],
-                "transferability": err["scratch"] - err["finetune"],
-                "features": "probe final checkpoint (P's frozen backbone), eval mode",
-            }
-        )
-    return pl.DataFrame(rows)
-
-
-def headline(mistakes, cka, heights, crit, bridge, modules) -> dict:
-    import polars as pl
-
-    def means(frame, value, key="pair_type"):
-        if frame.height == 0 or value not in frame.columns:
-            return {}
-        agg = frame.group_by(key, maintain_order=True).agg(pl.col(value).mean())
-        return {row[0]: float(row[1]) for row in agg.iter_rows()}
-
-    out_mod = modules[-1]
-    cka_out = cka.filter(pl.col("diagonal") & (pl.col("module_a") == out_mod))
-    return {
-        "cka_output_module": out_mod,
-        "cka_output": means(cka_out, "cka"),
-        "cka_mean_over_modules": means(cka.filter(pl.col("diagonal")), "cka"),
-        "barrier_loss": means(heights, "barrier_loss"),
-        "common_mistakes": means(mistakes, "both_wrong"),
-        "uncommon_mistakes": means(mistakes, "uncommon"),
-        "criticality_median": {
-            f"{role}/{mod}": float(v)
-            for role, mod, v in crit.group_by("role", "module", maintain_order=True)
-            .agg(pl.col("criticality").median())
-            .iter_rows()
-        },
-        "transferability_mean": float(bridge["transferability"].mean()),
-        "unexplained_mean": float(bridge["unexplained"].mean()),
-    }
-
-
-# ----------------------------------------------------------------------------------------------
-# figures of the per-experiment stage
-
-
-def gallery_figure(x, y, indices, pt_pred, rit_pred, classes, limit, path, dpi, title) -> None:
-    """Samples P-T gets wrong and RI-T right (dataset index, label, both predictions)."""
-    from transferscope.analyses.mistakes import pt_wrong_rit_right
-    from transferscope.figures import save_figure
-
-    positions = pt_wrong_rit_right(pt_pred == y, rit_pred == y)
-    if positions.size == 0:
-        note_figure(path, f"{title}: none in the {len(y)} evaluated samples", dpi)
-        return
-    plt = _pyplot()
-    shown = positions[:limit]
-    cols = min(8, len(shown))
-    rows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows + 0.4), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, pos in zip(axes.ravel(), shown.tolist()):
-        img = x[pos].float()
-        img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-12)
-        if img.shape[0] == 1:
-            ax.imshow(img[0].numpy(), cmap="gray")
-        else:
-            ax.imshow(img[:3].permute(1, 2, 0).numpy())
-        ax.set_title(
-            f"#{indices[pos]} y={int(y[pos])}\nP-T {int(pt_pred[pos])} | RI-T {int(rit_pred[pos])}",
-            fontsize=7,
-        )
-    fig.suptitle(f"{title} ({positions.size} of {len(y)}; first {len(shown)} shown)", fontsize=8)
-    legend = "classes: " + "; ".join(f"{k} = {name}" for k, name in enumerate(classes))
-    fig.text(0.5, 0.0, legend, ha="center", va="top", fontsize=6, wrap=True)
-    fig.tight_layout()
-    save_figure(fig, path, dpi)
-
-
-def similarity_figure(cka, dist, modules, path, dpi, exp) -> None:
-    """Heat maps pair type × module: mean diagonal CKA and mean relative weight distance."""
-    import numpy as np
-    import polars as pl
-
-    from transferscope.figures import save_figure
-
-    plt = _pyplot()
-    diag = cka.filter(pl.col("diagonal"))
-    types = [t for t in PAIR_TYPES if diag.filter(pl.col("pair_type") == t).height]
-    cka_m = np.array(
-        [
-            [
-                diag.filter((pl.col("pair_type") == t) & (pl.col("module_a") == m))["cka"].mean()
-                for m in modules
-            ]
-            for t in types
-        ],
-        dtype=float,
-    )
-    dist_modules = dist["module"].unique(maintain_order=True).to_list()
-    dist_m = np.array(
-        [
-            [
-                _mean_or_nan(
-                    dist.filter((pl.col("pair_type") == t) & (pl.col("module") == m))["relative"]
-                )
-                for m in dist_modules
-            ]
-            for t in types
-        ],
-        dtype=float,
-    )
-    fig, axes = plt.subplots(
-        1, 2, figsize=(4 + 0.7 * (len(modules) + len(dist_modules)), 1.5 + 0.5 * len(types))
-    )
-    for ax, matrix, cols, label, kwargs in (
-        (axes[0], cka_m, modules, "linear CKA (mean over pairs)", {"vmin": 0, "vmax": 1}),
-        (axes[1], dist_m, dist_modules, "relative ℓ2 distance ‖θa−θb‖/‖θa‖", {}),
-    ):
-        image = ax.imshow(matrix, aspect="auto", cmap="viridis", **kwargs)
-        ax.set_xticks(
-            range(len(cols)), [c.replace("backbone.", "") for c in cols], rotation=60, fontsize=7
-        )
-        ax.set_yticks(range(len(types)), types, fontsize=8)
-        for i in range(matrix.shape[0]):
-            for j in range(matrix.shape[1]):
-                if np.isfinite(matrix[i, j]):
-                    ax.text(
-                        j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w"
-                    )
-        fig.colorbar(image, ax=ax, label=label)
-    axes[0].set_title("feature similarity per module")
-    axes[1].set_title("weight distance per module")
-    fig.suptitle(f"{exp}: P = probe backbone (P's), eval subset of the target test set")
-    fig.tight_layout()
-    save_figure(fig, path, dpi)
-
-
-def _mean_or_nan(series) -> float:
-    return float(series.mean()) if series.len() else float("nan")
-
-
-def criticality_figures(results, seed, out_dir: Path, exp: str) -> None:
-    """Heat maps (P-T and RI-T modules of one seed) and bars of μ per module and model."""
-    from dataclasses import replace
-
-    from transferscope.analyses.figures import plot_criticality_bars, plot_criticality_heatmaps
-
-    shown = [replace(r, module=f"{role}: {r.module}") for role, s, r in results if s == seed]
-    plot_criticality_heatmaps(
-        shown,
-        out_dir / "criticality_heatmaps.png",
-        title=f"{exp} seed{seed}: mean perturbed loss over (α, σ); dots: within (1+ε)·final loss",
-    )
-    bars: dict[str, dict[str, float]] = {}
-    for role, s, r in results:
-        bars.setdefault(f"{role} seed{s}", {})[r.module] = r.criticality
-    plot_criticality_bars(
-        bars,
-        out_dir / "criticality_bars.png",
-        title=f"{exp}: module criticality (θ⁰: P for P-T, RI for RI-T; hatched: infeasible)",
-    )
-
-
 # ----------------------------------------------------------------------------------------------
 # feature reuse (block shuffling) and intermediate pre-training checkpoints
-
-
-def epochs_to_accuracy(metrics, threshold: float):
-    """First epoch whose test accuracy reaches ``threshold`` (None if none does)."""
-    import polars as pl
-
-    hit = metrics.filter(pl.col("test_accuracy") >= threshold)
-    return int(hit["epoch"].min()) if hit.height else None
 
 
 def feature_reuse(
@@ -1411,64 +841,6 @@ def feature_reuse(
     return frame
 
 
-def reuse_figure(frame, size, path, dpi, exp) -> None:
-    import polars as pl
-
-    from transferscope.figures import REGIME_COLORS, save_figure
-
-    plt = _pyplot()
-    numeric = [
-        "accuracy_pt",
-        "accuracy_rit",
-        "relative_gap",
-        "epochs_to_threshold_pt",
-        "epochs_to_threshold_rit",
-    ]
-    agg = frame.group_by("block_size").agg(pl.col(numeric).mean()).sort("block_size")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    x = agg["block_size"].to_list()
-    for key, regime, label in (("pt", "finetune", "P-T"), ("rit", "scratch", "RI-T")):
-        axes[0].plot(
-            x, agg[f"accuracy_{key}"], marker="o", color=REGIME_COLORS[regime], label=label
-        )
-        axes[0].scatter(
-            frame["block_size"],
-            frame[f"accuracy_{key}"],
-            s=8,
-            color=REGIME_COLORS[regime],
-            alpha=0.4,
-        )
-        axes[2].plot(
-            x,
-            agg[f"epochs_to_threshold_{key}"],
-            marker="o",
-            color=REGIME_COLORS[regime],
-            label=label,
-        )
-    axes[1].plot(x, agg["relative_gap"], marker="o", color="k")
-    axes[1].axhline(0, color="grey", lw=0.8)
-    titles = (
-        "final test accuracy",
-        "relative gap (A_PT − A_RIT) / A_PT",
-        f"epochs to test accuracy ≥ {frame['threshold'][0]:.2f}",
-    )
-    for ax, title in zip(axes, titles):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(x, [f"{b}" + (" (none)" if b == size else "") for b in x])
-        ax.set_xlabel("block size of the shuffle (pixels)")
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    axes[2].legend(fontsize=8)
-    fig.suptitle(
-        f"{exp}: feature reuse under block shuffling (seeds {sorted(set(frame['seed']))}; "
-        "missing points: threshold never reached)",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    save_figure(fig, path, dpi)
-
-
 def intermediate_checkpoints(settings: dict, runs, out: str | Path, dpi: int | None = None):
     """Target test accuracy after fine-tuning from pre-training epoch k, beside P's source
     accuracy at that epoch; k = E is the regular finetune run, RI-T the reference."""
@@ -1523,116 +895,8 @@ def intermediate_checkpoints(settings: dict, runs, out: str | Path, dpi: int | N
     return frame
 
 
-def intermediate_figure(frame, path, dpi, exp) -> None:
-    import polars as pl
-
-    from transferscope.figures import REGIME_COLORS, save_figure
-
-    plt = _pyplot()
-    points = frame.filter(~pl.col("reference"))
-    agg = (
-        points.group_by("pretrain_epoch")
-        .agg(pl.col("target_test_accuracy", "source_test_accuracy").mean())
-        .sort("pretrain_epoch")
-    )
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    ax.scatter(
-        points["pretrain_epoch"],
-        points["target_test_accuracy"],
-        s=10,
-        alpha=0.5,
-        color=REGIME_COLORS["finetune"],
-    )
-    ax.plot(
-        agg["pretrain_epoch"],
-        agg["target_test_accuracy"],
-        marker="o",
-        color=REGIME_COLORS["finetune"],
-        label="P-T from epoch k: target test accuracy",
-    )
-    ax.plot(
-        agg["pretrain_epoch"],
-        agg["source_test_accuracy"],
-        marker="s",
-        ls=":",
-        color=REGIME_COLORS["pretrain"],
-        label="P at epoch k: source test accuracy",
-    )
-    ref = frame.filter(pl.col("reference"))["target_test_accuracy"].mean()
-    ax.axhline(
-        ref, ls="--", color=REGIME_COLORS["scratch"], label="RI-T (scratch): target test accuracy"
-    )
-    ax.set_xlabel("pre-training epoch k of the initialisation")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(f"{exp}: fine-tuning from intermediate pre-training checkpoints", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path, dpi)
-
-
 # ----------------------------------------------------------------------------------------------
 # across experiments: CKA / barrier beside the preserved share, and the theory bridge
-
-
-def preserved_shares(transfer: str | Path, transfer_samples: str | Path | None = None):
-    """(experiment-level preserved_ratio, AND, all orders, with interval; per-seed mean over
-    samples) from the knowledge tables."""
-    import polars as pl
-
-    transfer = Path(transfer)
-    if not transfer.is_file():
-        raise FileNotFoundError(f"{transfer}: not found; run `snakemake {transfer}` first")
-    level = (
-        pl.read_parquet(transfer)
-        .filter(
-            (pl.col("metric") == "preserved_ratio")
-            & (pl.col("order") == 0)
-            & (pl.col("kind") == "and")
-        )
-        .select(
-            "experiment",
-            preserved_share=pl.col("mean"),
-            preserved_low=pl.col("low"),
-            preserved_high=pl.col("high"),
-            preserved_n_seeds=pl.col("n_seeds"),
-        )
-    )
-    per_seed = None
-    if transfer_samples is not None:
-        per_seed = (
-            pl.read_parquet(transfer_samples)
-            .filter((pl.col("order") == 0) & (pl.col("kind") == "and"))
-            .with_columns(pl.col("preserved_ratio").fill_nan(None))
-            .group_by("experiment", "seed")
-            .agg(
-                preserved_share_seed=pl.col("preserved_ratio").mean(),
-                preserved_samples=pl.col("preserved_ratio").count(),
-            )
-            .with_columns(pl.col("seed").cast(pl.Int64))
-        )
-    return level, per_seed
-
-
-def _col(frame, name) -> list:
-    """A column as floats (None -> NaN), or NaNs where the column is absent."""
-    if name not in frame.columns:
-        return [float("nan")] * frame.height
-    return [float("nan") if v is None else float(v) for v in frame[name].to_list()]
-
-
-def _spearman(x, y) -> dict:
-    import numpy as np
-
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    n = int(keep.sum())
-    if n < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
-        return {"rho": None, "n": n}
-    from scipy.stats import spearmanr
-
-    return {"rho": float(spearmanr(x[keep], y[keep]).statistic), "n": n}
 
 
 def compare(
@@ -1749,152 +1013,3 @@ def compare(
     }
     write_json(out, _json_safe(result))
     return result
-
-
-def views_table(pairs):
-    """Per experiment: the three views of 'how much of P survives in P-T' and their baselines.
-
-    representation: CKA(P-T, P) > CKA(RI-T, P) (output module); landscape: the P-T/P-T barrier
-    is below the RI-T/RI-T barrier (NaN with one seed); interaction: the preserved share."""
-    import polars as pl
-
-    def mean_of(frame, t, col):
-        sub = frame.filter(pl.col("pair_type") == t)
-        return (
-            float(sub[col].mean())
-            if sub.height and col in sub.columns and sub[col].null_count() < sub.height
-            else float("nan")
-        )
-
-    rows = []
-    for (exp,), frame in pairs.group_by("experiment", maintain_order=True):
-        row = {
-            "experiment": exp,
-            "preserved_share": float(frame["preserved_share"][0])
-            if frame["preserved_share"][0] is not None
-            else float("nan"),
-            "preserved_low": frame["preserved_low"][0],
-            "preserved_high": frame["preserved_high"][0],
-            "cka_pt_p": mean_of(frame, "P-T/P", "cka_output"),
-            "cka_rit_p": mean_of(frame, "RI-T/P", "cka_output"),
-            "distance_pt_p": mean_of(frame, "P-T/P", "weight_distance_relative"),
-            "distance_rit_p": mean_of(frame, "RI-T/P", "weight_distance_relative"),
-            "barrier_pt_pt": mean_of(frame, "P-T/P-T", "barrier_loss"),
-            "barrier_rit_rit": mean_of(frame, "RI-T/RI-T", "barrier_loss"),
-            "barrier_pt_rit": mean_of(frame, "P-T/RI-T", "barrier_loss"),
-        }
-        row["representation_pt_closer_to_p"] = row["cka_pt_p"] > row["cka_rit_p"]
-        finite = math.isfinite(row["barrier_pt_pt"]) and math.isfinite(row["barrier_rit_rit"])
-        row["landscape_pt_share_basin"] = (
-            (row["barrier_pt_pt"] < row["barrier_rit_rit"]) if finite else None
-        )
-        rows.append(row)
-    return pl.DataFrame(
-        rows,
-        schema_overrides={
-            "landscape_pt_share_basin": pl.Boolean,
-            "preserved_low": pl.Float64,
-            "preserved_high": pl.Float64,
-        },
-    )
-
-
-def view_sentence(row: dict) -> str:
-    def pct(v):
-        return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.0f}%"
-
-    def num(v):
-        return "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}"
-
-    parts = [
-        f"{row['experiment']}: P-T keeps {pct(row['preserved_share'])} of P's salient AND "
-        f"interactions (interval {pct(row['preserved_low'])}–{pct(row['preserved_high'])})",
-        f"CKA(P-T, P) = {num(row['cka_pt_p'])} vs CKA(RI-T, P) = {num(row['cka_rit_p'])} "
-        f"({'P-T is closer to P' if row['representation_pt_closer_to_p'] else 'P-T is not closer to P'})",
-    ]
-    if row["landscape_pt_share_basin"] is None:
-        parts.append("barriers need two seeds")
-    else:
-        parts.append(
-            f"barrier P-T/P-T = {num(row['barrier_pt_pt'])} vs RI-T/RI-T = {num(row['barrier_rit_rit'])} "
-            f"({'P-T models share a basin more than RI-T models' if row['landscape_pt_share_basin'] else 'no sign that P-T models share a basin more'})"
-        )
-    return "; ".join(parts) + "."
-
-
-def side_by_side_figure(pairs, path, dpi) -> None:
-    import numpy as np
-    import polars as pl
-
-    from transferscope.figures import save_figure
-
-    plt = _pyplot()
-    exps = pairs["experiment"].unique(maintain_order=True).to_list()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    width = 0.8 / max(1, len(exps))
-    panels = ((axes[0], "cka_output", PAIR_TYPES), (axes[1], "barrier_loss", BARRIER_PAIR_TYPES))
-    for k, exp in enumerate(exps):
-        sub = pairs.filter(pl.col("experiment") == exp)
-        for ax, col, types in panels:
-            vals = [
-                _mean_or_nan(sub.filter(pl.col("pair_type") == t)[col].drop_nulls()) for t in types
-            ]
-            ax.bar(np.arange(len(types)) + k * width, vals, width, label=exp, color=f"C{k}")
-        pt = sub.filter(pl.col("pair_type") == "P-T/P")
-        if "preserved_share_seed" in pt.columns:
-            axes[2].scatter(
-                pt["preserved_share_seed"],
-                pt["cka_output"],
-                color=f"C{k}",
-                label=f"{exp} (per seed)",
-            )
-        share = sub["preserved_share"][0]
-        if share is not None:
-            axes[2].axvline(share, color=f"C{k}", ls=":", lw=1)
-    titles = ("CKA at the backbone output", "loss barrier (BN recomputed)")
-    for (ax, _, types), title in zip(panels, titles):
-        ticks = np.arange(len(types)) + width * (len(exps) - 1) / 2
-        ax.set_xticks(ticks, types, rotation=30, fontsize=8)
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=7)
-    axes[2].set_xlabel("preserved share of P's salient AND interactions (dotted: experiment mean)")
-    axes[2].set_ylabel("CKA(P-T, P)")
-    axes[2].set_title("interaction view vs representation view", fontsize=9)
-    axes[2].grid(alpha=0.3)
-    axes[2].legend(fontsize=7)
-    fig.suptitle(
-        "Do the views agree? Representations (CKA), landscape (barrier), interactions (preserved share)",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    save_figure(fig, path, dpi)
-
-
-def bridge_figure(bridge, path, dpi) -> None:
-    import polars as pl
-
-    from transferscope.figures import save_figure
-
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for k, exp in enumerate(bridge["experiment"].unique(maintain_order=True).to_list()):
-        sub = bridge.filter(pl.col("experiment") == exp)
-        axes[0].scatter(sub["unexplained"], sub["transferability"], color=f"C{k}", label=exp)
-        if "preserved_share_seed" in sub.columns:
-            axes[1].scatter(
-                sub["unexplained"], sub["preserved_share_seed"], color=f"C{k}", label=exp
-            )
-    axes[0].set_ylabel("transferability = scratch test error − fine-tune test error")
-    axes[1].set_ylabel("preserved share (AND, all orders; per seed)")
-    for ax in axes:
-        ax.set_xlabel("unexplained share 1 − R² of a ridge readout on P's frozen features")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].axhline(0, color="grey", lw=0.8)
-    fig.suptitle(
-        "Theory bridge: feature overlap of the pre-trained features (one point per seed)",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    save_figure(fig, path, dpi)
