@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferscope.interactions.transforms import subset_sizes
 from transferscope.io import atomic_path
 from transferscope.knowledge import metrics
 from transferscope.knowledge.caches import KINDS, check_comparable, seed_caches
@@ -44,7 +45,8 @@ def write_table(frame, path: str | Path) -> None:
 
 
 def _orders(n_subsets: int) -> np.ndarray:
-    return np.array([bin(s).count("1") for s in range(n_subsets)])
+    """|S| of every subset index (the one popcount: transforms.subset_sizes)."""
+    return subset_sizes(n_subsets.bit_length() - 1).numpy()
 
 
 def transfer_samples(summaries: list[Path], sign_agreement: bool = True):

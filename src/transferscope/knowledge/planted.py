@@ -36,7 +36,7 @@ def planted_and_recovery(
     n_subsets = i_and.shape[1]
     order = subset_sizes(n_subsets.bit_length() - 1).numpy()
     reads = subset_index(c for rule in rules for c in rule["players"])
-    within = np.array([(s & ~reads) == 0 for s in range(n_subsets)])
+    within = (np.arange(n_subsets) & ~reads) == 0
     found, inside, total, counted = 0, 0.0, 0.0, 0
     for row, label in enumerate(labels):
         rule = rules[int(label)]
@@ -86,7 +86,7 @@ def part_preservation(
     n_subsets = i_pre.shape[-1]
     out = {}
     for kind, cells in part_cells(rules).items():
-        touches = np.array([(s & subset_index(cells)) != 0 for s in range(n_subsets)])
+        touches = (np.arange(n_subsets) & subset_index(cells)) != 0
         terms = int((m_pre & touches).sum())
         kept = int((preserved & touches).sum())
         out[kind] = {"terms": terms, "preserved": kept, "rate": kept / terms if terms else np.nan}
