@@ -232,8 +232,9 @@ def decompose(
     power of two near max|v| (exact, so scaling v scales the result) and runs on its own: its
     own primal weight, restarts and stopping time, so a game's iterates do not depend on the
     others in the batch. Every ``check_every`` iterations (and at ``max_iter``) a feasible
-    primal point is scored against the best dual bound so far; games that reach ``max_iter``
-    return their last scored (feasible) point with ``converged`` False. Defaults: tol 1e-3,
+    primal point is scored, and the best scored point so far is measured against the best dual
+    bound so far (the iterates oscillate, so the last one can be far worse); games that reach
+    ``max_iter`` return that best (feasible) point with ``converged`` False. Defaults: tol 1e-3,
     max_iter 100 000, check_every 64, restarts at residual decay 0.2 / 0.8 without progress /
     a cycle of 0.36 of the run, steps 0.998 of the preconditioned bound, primal weight set to
     the measured dual/primal distance ratio at each restart. On the CPU (with numba) the games
@@ -262,8 +263,9 @@ def _decompose_torch(
     game is scaled by a power of two near max|v| (exact, so scaling v scales the result) and
     keeps its own primal weight, restarts and stopping time; converged games leave the batch,
     so a game's iterates do not depend on the others. Every ``check_every`` iterations (and at
-    ``max_iter``) the current iterate is scored against the best dual bound so far. Games that
-    reach ``max_iter`` return their last (feasible) iterate with ``converged`` False.
+    ``max_iter``) the current iterate is scored; the best scored point so far is measured
+    against the best dual bound so far. Games that reach ``max_iter`` return that best
+    (feasible) point with ``converged`` False.
     """
     v = torch.as_tensor(v)
     n = T.n_players(v)
@@ -312,6 +314,9 @@ def _decompose_torch(
         r0=torch.full_like(b, torch.inf),  # fixed-point residual at the cycle's start
         r_prev=torch.full_like(b, torch.inf),
         best=vs.new_zeros(games),  # best certified dual bound so far
+        best_loss=torch.full((games,), torch.inf, dtype=torch.float64, device=device),
+        best_o=zeros,  # the best scored feasible point, returned (iterates oscillate)
+        best_q=zeros,
     )
 
     def check(it: int, final: bool) -> None:
@@ -322,14 +327,20 @@ def _decompose_torch(
         y = torch.clamp(s["y"], -1.0, 1.0)
         my, hy = _adjoint(y, parity, low)
         s["best"] = torch.maximum(s["best"], _dual_bound(y, my, hy, s["c"], s["b"]))
-        p, i_and, i_or, loss = _finish(s["o"], q, s["v"])
+        loss = _finish(s["o"], q, s["v"])[3]
+        better = loss < s["best_loss"]
+        s["best_loss"] = torch.where(better, loss, s["best_loss"])
+        s["best_o"] = torch.where(better[:, None], s["o"], s["best_o"])
+        s["best_q"] = torch.where(better[:, None], q, s["best_q"])
+        loss = s["best_loss"]
         gap = torch.where(loss > 0, (loss - s["best"]) / loss, 0.0)
         done = gap <= tol
         leave = torch.ones_like(done) if final else done
+        p, i_and, i_or, loss = _finish(s["best_o"][leave], s["best_q"][leave], s["v"][leave])
         idx, factor = s["index"][leave], scale[s["index"][leave]]
-        for name, value in (("p", p), ("q", q), ("I_and", i_and), ("I_or", i_or)):
-            out[name][idx] = value[leave] * factor
-        out["loss"][idx] = loss[leave] * factor[:, 0]
+        for name, value in (("p", p), ("q", s["best_q"][leave]), ("I_and", i_and), ("I_or", i_or)):
+            out[name][idx] = value * factor
+        out["loss"][idx] = loss * factor[:, 0]
         out["bound"][idx] = s["best"][leave] * factor[:, 0]
         out["converged"][idx] = done[leave]
         out["iterations"][idx] = it
@@ -501,7 +512,7 @@ def _certify(c, b, o, q, y, parity, tau_o, t1, t2):
 def _solve_one(c, b, parity, tau_o, tau_q, sigma, inv_o, inv_q, inv_sigma, omega, tol, max_iter,
                check_every, o_out, q_out):  # fmt: skip
     """One game of :func:`decompose`: restarted Halpern PDHG from zero, scored every
-    ``check_every`` iterations at T(z). Writes the last scored (o, q) and returns
+    ``check_every`` iterations at T(z). Writes the best scored (o, q) and returns
     (best bound, iterations, converged)."""
     size = c.shape[0]
     o = np.zeros(size)
@@ -518,8 +529,10 @@ def _solve_one(c, b, parity, tau_o, tau_q, sigma, inv_o, inv_q, inv_sigma, omega
     ax1 = np.zeros(size)
     t1 = np.empty(size)
     t2 = np.empty(size)
-    loss, best = _certify(c, b, o, q, y, parity, tau_o, t1, t2)
-    done = loss <= 0.0 or (loss - best) <= tol * loss
+    best_loss, best = _certify(c, b, o, q, y, parity, tau_o, t1, t2)
+    o_out[:] = 0.0  # the start (0, 0) is feasible: the best point until a better one is scored
+    q_out[:] = 0.0
+    done = best_loss <= 0.0 or (best_loss - best) <= tol * best_loss
     it = 0
     k = 0.0  # iterations since the last restart
     r0 = -1.0  # fixed-point residual at the cycle's start (< 0: not yet measured)
@@ -612,12 +625,14 @@ def _solve_one(c, b, parity, tau_o, tau_q, sigma, inv_o, inv_q, inv_sigma, omega
             # score T(z) (feasible: q1 in the box, y1 in [−1, 1]; o1 is the sparse prox output)
             loss, bound = _certify(c, b, o1, q1, y1, parity, tau_o, t1, t2)
             best = max(best, bound)
-            done = loss <= 0.0 or (loss - best) <= tol * loss
+            if loss < best_loss:
+                best_loss = loss
+                o_out[:] = o1
+                q_out[:] = q1
+            done = best_loss <= 0.0 or (best_loss - best) <= tol * best_loss
             for j in range(size):
                 t1[j] = parity[j] * y[j]
                 t2[j] = y[j]
-    o_out[:] = o1  # zero when the start was already optimal
-    q_out[:] = q1
     return best, it, done
 
 

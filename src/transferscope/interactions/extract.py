@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-ENGINE_VERSION = "1"  # bump when masking, players, andor or salient change their results
+ENGINE_VERSION = "2"  # bump when masking, players, andor or salient change their results
 META_KEY = "transferscope"
 REGIMES = ("probe", "finetune", "scratch")  # the probe stands for the pre-trained model
 SAMPLE_SEED = 0  # samples (and the words that are players) do not depend on the run's seed
