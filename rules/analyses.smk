@@ -1,7 +1,7 @@
 # Representation and landscape analyses (issue 8) and the theory bridge (issue 9, item 6), on
 # the image experiments; text experiments are skipped and results/analyses/summary.json says so.
 # Extra training runs (block-shuffled, from intermediate pre-training epochs) reuse
-# `transferscope train` with settings from transferscope.analyses.stage, for analyses.seeds only.
+# `transferscope train` with settings from transferscope.analyses.settings, for analyses.seeds only.
 
 IMAGE_EXPERIMENTS = ts_analyses.experiment_pattern(config)
 

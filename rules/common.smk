@@ -3,7 +3,7 @@ import json
 
 from transferscope import config as ts_config
 from transferscope import workflow as ts_paths
-from transferscope.analyses import stage as ts_analyses
+from transferscope.analyses import settings as ts_analyses
 
 ts_config.check_references(config, source="config")
 

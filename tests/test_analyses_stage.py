@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 import torch
 
-from transferscope.analyses import stage
+from transferscope.analyses import pairwise, stage
+from transferscope.analyses import settings as analyses
 from transferscope.config import ConfigError, run_settings
 from transferscope.models import build_model, load_checkpoint, load_model
 from transferscope.training import evaluate, load_task, train_run
@@ -59,10 +60,10 @@ def runs(config, prepared, tmp_path_factory):
         for regime in ("probe", "finetune"):
             train(regime, seed, run_settings(config, EXP, regime, seed), final)
         train("scratch", seed, run_settings(config, EXP, "scratch", seed))
-    train("finetune-shuffle8", 0, stage.shuffle_settings(config, EXP, "finetune", 0, 8), final)
-    train("scratch-shuffle8", 0, stage.shuffle_settings(config, EXP, "scratch", 0, 8))
+    train("finetune-shuffle8", 0, analyses.shuffle_settings(config, EXP, "finetune", 0, 8), final)
+    train("scratch-shuffle8", 0, analyses.shuffle_settings(config, EXP, "scratch", 0, 8))
     init = out[("pretrain", 0)] / "epoch_001.safetensors"
-    train("finetune-from1", 0, stage.from_settings(config, EXP, 0, 1), init)
+    train("finetune-from1", 0, analyses.from_settings(config, EXP, 0, 1), init)
     return out
 
 
@@ -77,7 +78,7 @@ def _summaries(runs, variants=None, seeds=(0, 1)):
 @pytest.fixture(scope="module")
 def analysed(config, runs, prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("analyses") / EXP / "summary.json"
-    settings = stage.analysis_settings(config, EXP)
+    settings = analyses.analysis_settings(config, EXP)
     regimes = ("pretrain", "probe", "finetune", "scratch")
     summary = stage.run_analyses(
         settings, prepared["digits"], _summaries(runs, regimes), out, threads=1
@@ -87,31 +88,31 @@ def analysed(config, runs, prepared, tmp_path_factory):
 
 def test_settings_targets_and_config_errors(config, smoke_config):
     smoke_config = dict(smoke_config, analyses={})  # the stage's own defaults
-    params = stage.analyses_params(smoke_config)
+    params = analyses.analyses_params(smoke_config)
     assert params["eval_samples"] == 256 and params["block_sizes"] == [4, 8]
-    assert stage.analysis_seeds(smoke_config) == [smoke_config["seeds"][0]]
-    assert stage.pretrain_epochs(smoke_config, EXP) == [1]  # pre-training has 2 epochs
-    targets = stage.analyses_targets(smoke_config)
+    assert analyses.analysis_seeds(smoke_config) == [smoke_config["seeds"][0]]
+    assert analyses.pretrain_epochs(smoke_config, EXP) == [1]  # pre-training has 2 epochs
+    targets = analyses.analyses_targets(smoke_config)
     assert f"results/analyses/{EXP}/summary.json" in targets
     assert f"results/analyses/{EXP}/intermediate.parquet" in targets
     assert not any("sentiment" in t for t in targets)
-    assert "sentiment_minilm" in stage.skipped_experiments(smoke_config)
-    assert stage.shuffle_settings(config, EXP, "scratch", 0, 8)["block_shuffle"] == 8
-    assert stage.reuse_run_summaries(config, EXP) == [
+    assert "sentiment_minilm" in analyses.skipped_experiments(smoke_config)
+    assert analyses.shuffle_settings(config, EXP, "scratch", 0, 8)["block_shuffle"] == 8
+    assert analyses.reuse_run_summaries(config, EXP) == [
         f"runs/{EXP}/{v}/seed0/summary.json"
         for v in ("finetune", "scratch", "finetune-shuffle8", "scratch-shuffle8")
     ]
 
     bad = dict(smoke_config, analyses={"eval_sample": 10})
     with pytest.raises(ConfigError, match="analyses.eval_sample: unknown key"):
-        stage.analyses_params(bad)
+        analyses.analyses_params(bad)
     bad = dict(smoke_config, analyses={"pretrain_epochs": [5]})
     with pytest.raises(ConfigError, match=r"analyses.pretrain_epochs.*epochs 0..2"):
-        stage.pretrain_epochs(bad, EXP)
+        analyses.pretrain_epochs(bad, EXP)
     with pytest.raises(ConfigError, match="text experiment"):
-        stage.shuffle_settings(smoke_config, "sentiment_minilm", "finetune", 0, 4)
+        analyses.shuffle_settings(smoke_config, "sentiment_minilm", "finetune", 0, 4)
     with pytest.raises(ConfigError, match="analyses.lambdas"):
-        stage.analyses_params(dict(smoke_config, analyses={"lambdas": [0.5]}))
+        analyses.analyses_params(dict(smoke_config, analyses={"lambdas": [0.5]}))
 
 
 def test_schema_defaults_match_the_stage_defaults():
@@ -129,7 +130,7 @@ def test_schema_defaults_match_the_stage_defaults():
                 assert prop["default"] == defaults[key], f"{where}.{key}"
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["analyses"]
-    check(schema, stage.ANALYSES_DEFAULTS, "analyses")
+    check(schema, analyses.ANALYSES_DEFAULTS, "analyses")
 
 
 def test_block_size_equal_to_image_size_reproduces_unshuffled_data(prepared, smoke_config):
@@ -149,10 +150,10 @@ def test_block_size_equal_to_image_size_reproduces_unshuffled_data(prepared, smo
 def test_run_analyses_writes_every_output(analysed):
     out_dir, summary = analysed
     assert not summary["skipped"] and summary["seeds"] == [0, 1]
-    for name in stage.MODEL_TABLES:
+    for name in analyses.MODEL_TABLES:
         for ext in ("parquet", "csv"):
             assert (out_dir / f"{name}.{ext}").stat().st_size > 0, name
-    for name in stage.MODEL_FIGURES:
+    for name in analyses.MODEL_FIGURES:
         assert (out_dir / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
     written = json.loads((out_dir / "summary.json").read_text())
     assert written["barrier"]["bn_recomputed"] is True
@@ -179,13 +180,13 @@ def test_cka_table_values_and_self_similarity(analysed, runs, prepared, smoke_co
     out_dir, summary = analysed
     cka = pl.read_parquet(out_dir / "cka.parquet")
     assert cka["cka"].is_between(0.0, 1.0).all()
-    assert set(cka["pair_type"]) == set(stage.PAIR_TYPES)
+    assert set(cka["pair_type"]) == set(pairwise.PAIR_TYPES)
 
     model, _ = load_model(runs[("finetune", 0)] / "epoch_001.safetensors")
     spec = run_settings(smoke_config, EXP, "finetune", 0)["model"]
     x = load_task(prepared["digits"], "target", spec).test_inputs["x"][:32]
     models = {("P-T", 0): model}
-    self_cka, dist = stage.similarity_tables(
+    self_cka, dist = pairwise.similarity_tables(
         models, [("self", ("P-T", 0), ("P-T", 0))], x, summary["cka"]["modules"], "flatten", False
     )
     diagonal = self_cka.filter(pl.col("diagonal"))["cka"]
@@ -200,7 +201,7 @@ def test_barrier_of_a_model_with_itself_is_zero_along_the_path(runs, prepared, s
     state, meta = load_checkpoint(runs[("finetune", 0)] / "epoch_001.safetensors")
     instance = build_model(settings["model"], meta["num_classes"], meta["in_chans"], False)
     x, y = task.test_inputs["x"][:32], task.test_y[:32]
-    curves, heights = stage.barrier_tables(
+    curves, heights = pairwise.barrier_tables(
         {("P-T", 0): state},
         lambda: instance,
         [("self", ("P-T", 0), ("P-T", 0))],
@@ -219,7 +220,7 @@ def test_different_architectures_are_an_error_naming_both():
     models = {a: build_model(spec, 5, 1, False), b: build_model(spec, 3, 1, False)}
     paths = {a: "runs/x/finetune/seed0/epoch_001.safetensors", b: "runs/x/scratch/seed0/e.st"}
     with pytest.raises(ValueError, match=r"P-T seed0 and RI-T seed0 have different arch") as err:
-        stage.similarity_tables(
+        pairwise.similarity_tables(
             models,
             [("P-T/RI-T", a, b)],
             torch.randn(8, 1, 32, 32),
@@ -232,7 +233,7 @@ def test_different_architectures_are_an_error_naming_both():
 
 
 def test_missing_run_is_an_error_naming_it(config, runs, prepared, tmp_path):
-    settings = stage.analysis_settings(config, EXP)
+    settings = analyses.analysis_settings(config, EXP)
     with pytest.raises(FileNotFoundError, match=rf"runs/{EXP}/scratch/seed0/summary.json"):
         stage.run_analyses(
             settings,
@@ -244,7 +245,7 @@ def test_missing_run_is_an_error_naming_it(config, runs, prepared, tmp_path):
 
 def test_feature_reuse_and_intermediate_checkpoints(config, runs, prepared, tmp_path):
     reuse = stage.feature_reuse(
-        stage.analysis_settings(config, EXP, "reuse"),
+        analyses.analysis_settings(config, EXP, "reuse"),
         prepared["digits"],
         _summaries(runs, seeds=(0,)),
         tmp_path / "feature_reuse.parquet",
@@ -258,7 +259,7 @@ def test_feature_reuse_and_intermediate_checkpoints(config, runs, prepared, tmp_
         (row["accuracy_pt"] - row["accuracy_rit"]) / row["accuracy_pt"]
     )
 
-    settings = stage.analysis_settings(config, EXP, "checkpoints")
+    settings = analyses.analysis_settings(config, EXP, "checkpoints")
     assert settings["pretrain_epochs"] == [1] and settings["pretrain_final_epoch"] == 2
     inter = stage.intermediate_checkpoints(
         settings, _summaries(runs, seeds=(0,)), tmp_path / "intermediate.parquet"

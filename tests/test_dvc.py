@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from transferscope import dvc as glue
-from transferscope.analyses import stage as ts_analyses
+from transferscope.analyses import settings as ts_analyses
 from transferscope.config import REGIMES, load_config, run_settings
 
 ROOT = Path(__file__).resolve().parents[1]

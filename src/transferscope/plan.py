@@ -14,7 +14,7 @@ Rule families (rule names as in ``rules/*.smk``):
   scratch epoch);
 * aggregates (:data:`AGGREGATES`: knowledge tables, figures, theory) and the target ``all``: one
   job each, CPU-only and cheap next to training;
-* analyses of the image experiments (``transferscope.analyses.stage``): block-shuffled
+* analyses of the image experiments (``transferscope.analyses``): block-shuffled
   ``finetune_shuffled``/``scratch_shuffled`` runs and ``finetune_from_epoch`` runs per image
   experiment × analysis seed × block size / intermediate epoch, ``analyses``,
   ``feature_reuse`` and ``intermediate_checkpoints`` per image experiment, one
@@ -385,14 +385,13 @@ def _interactions_job(config, experiment: str, seed, exact: bool) -> Job:
 
 
 def _analyses_jobs(config: dict[str, Any], exact: bool) -> list[Job]:
-    try:
-        from transferscope.analyses import stage
-    except ImportError:  # the analyses stage is not part of this version
-        return []
+    from transferscope.analyses import settings as analyses
+    from transferscope.analyses.pairwise import BARRIER_PAIR_TYPES
+
     out: list[Job] = []
-    experiments = stage.image_experiments(config)
-    seeds = stage.analysis_seeds(config)
-    params = stage.analyses_params(config)
+    experiments = analyses.image_experiments(config)
+    seeds = analyses.analysis_seeds(config)
+    params = analyses.analyses_params(config)
     blocks = sorted(set(params["block_sizes"]))
     for exp in experiments:
         for seed in seeds:
@@ -400,13 +399,15 @@ def _analyses_jobs(config: dict[str, Any], exact: bool) -> list[Job]:
                 run = _train_job(config, exp, regime, seed, exact, f"{regime}_shuffled")
                 out += [run] * len(blocks)
             run = _train_job(config, exp, "finetune", seed, exact, "finetune_from_epoch")
-            out += [run] * len(stage.pretrain_epochs(config, exp))
+            out += [run] * len(analyses.pretrain_epochs(config, exp))
     for exp in experiments:
         # rough: interpolation barriers and criticality sweeps, on the evaluation subset
         _, _, _, forward = _model(config, exp, "target", exact)
         crit = params["criticality"]
-        sweeps = len(stage.lambda_grid(params["lambdas"])) * len(stage.BARRIER_PAIR_TYPES)
-        sweeps += len(stage.alpha_grid(crit)) * len(stage.sigma_grid(crit)) * crit["draws"] * 4
+        sweeps = len(analyses.lambda_grid(params["lambdas"])) * len(BARRIER_PAIR_TYPES)
+        sweeps += (
+            len(analyses.alpha_grid(crit)) * len(analyses.sigma_grid(crit)) * crit["draws"] * 4
+        )
         passes = params["eval_samples"] * sweeps * len(seeds)
         out.append(
             Job(
@@ -420,7 +421,7 @@ def _analyses_jobs(config: dict[str, Any], exact: bool) -> list[Job]:
             )
         )
         out.append(Job("feature_reuse", {"experiment": exp}, start_s=60.0))
-        if stage.pretrain_epochs(config, exp):
+        if analyses.pretrain_epochs(config, exp):
             out.append(Job("intermediate_checkpoints", {"experiment": exp}, start_s=60.0))
     if experiments:
         out.append(Job("analyses_compare", {}, start_s=60.0, write_bytes=FIGURE_BYTES * 2))
