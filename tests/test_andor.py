@@ -1,5 +1,7 @@
 """AND-OR decomposition: LP optimality, certificates, constraints, exact reconstruction, batching."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -204,7 +206,7 @@ def test_cuda_runs_on_device():
 def test_more_iterations_never_return_a_worse_point(path):
     """The iterates oscillate (a late one can be several times worse than an early one), so each
     game returns its best scored point: the loss cannot grow with max_iter."""
-    solve = andor.decompose if path == "compiled" else andor._decompose_torch
+    solve = functools.partial(andor._decompose, compiled=path == "compiled")
     vs = torch.stack([random_planted(8, 80 + i, noise=0.05) for i in range(4)])
     losses = torch.stack([solve(vs, Q, tol=1e-12, max_iter=m).loss for m in range(256, 6145, 256)])
     assert (losses[1:] <= losses[:-1] * (1 + 1e-12)).all()
@@ -214,7 +216,7 @@ def test_torch_loop_agrees_with_the_compiled_loop(mixed_games):
     """The batched torch loop (the path for CUDA and other devices) runs here on the CPU: every
     game certified to the same tolerance, at the exact optimum within it."""
     for v, optimum in mixed_games[:4]:
-        res = andor._decompose_torch(v, Q)
+        res = andor._decompose(v, Q, compiled=False)
         check_consistent(v, res)
         assert res.converged.item() and res.gap.item() <= 1e-3
         assert res.loss.item() == pytest.approx(optimum, rel=1e-3)

@@ -243,59 +243,69 @@ def decompose(
     iterate itself. The first call in a process loads the compiled kernel (≈ 0.4 s; the first
     ever call compiles it, ≈ 10 s, and caches it next to this file).
     """
-    v = torch.as_tensor(v)
-    if v.device.type == "cpu" and _HAVE_NUMBA:
-        return _decompose_cpu(v, q_thres, tol=tol, max_iter=max_iter, check_every=check_every)
-    return _decompose_torch(v, q_thres, tol=tol, max_iter=max_iter, check_every=check_every)
+    return _decompose(v, q_thres, tol, max_iter, check_every, compiled=_HAVE_NUMBA)
 
 
-def _decompose_torch(
-    v,
-    q_thres: float = 0.04,
-    *,
-    tol: float = 1e-3,
-    max_iter: int = 100_000,
-    check_every: int = 64,
+def _decompose(
+    v, q_thres=0.04, tol=1e-3, max_iter=100_000, check_every=64, *, compiled: bool = _HAVE_NUMBA
 ) -> AndOrResult:
-    """The batched torch loop of :func:`decompose` (any device).
-
-    Batched restarted Halpern PDHG on (P) (module docstring), in float64 on v's device. Each
-    game is scaled by a power of two near max|v| (exact, so scaling v scales the result) and
-    keeps its own primal weight, restarts and stopping time; converged games leave the batch,
-    so a game's iterates do not depend on the others. Every ``check_every`` iterations (and at
-    ``max_iter``) the current iterate is scored; the best scored point so far is measured
-    against the best dual bound so far. Games that reach ``max_iter`` return that best
-    (feasible) point with ``converged`` False.
-    """
+    """:func:`decompose` with the loop chosen: compiled (CPU tensors only) or torch (tests run
+    the torch loop, the one CUDA uses, on the CPU with ``compiled=False``)."""
     v = torch.as_tensor(v)
     n = T.n_players(v)
-    lead, size, device = v.shape[:-1], v.shape[-1], v.device
+    lead, size = v.shape[:-1], v.shape[-1]
     v = v.to(torch.float64).reshape(-1, size)
-    games = v.shape[0]
-    op = _operator(n, device)
-    low, parity, tau_o, tau_q, sigma = op[:5]
-
+    op = _operator(n, v.device)
     # exact power-of-two scale: the iterates then see games of similar size
     _, exponent = torch.frexp(v.abs().amax(-1, keepdim=True))
     scale = torch.ldexp(torch.ones_like(v[:, :1]), exponent)
     vs = v / scale
     c = T.harsanyi(vs)
-    b = q_thres * (vs[:, -1:] - vs[:, :1]).abs()
+    b = q_thres * (vs[:, -1] - vs[:, 0]).abs()
+    # primal weight (primal steps τ/ω, dual steps σ·ω), started at PDLP's ‖cost‖/‖rhs‖ in the
+    # preconditioned coordinates, with Hv as the right-hand side
+    omega = (op.tau_o.sum() + op.tau_q.sum()).sqrt() / (op.sigma * c.square()).sum(-1).sqrt().clamp_min(1e-300)  # fmt: skip
+    loop = _pdhg_compiled if compiled and v.device.type == "cpu" else _pdhg_torch
+    o, q, bound, iterations, converged = loop(vs, c, b, omega, op, tol, max_iter, check_every)
+    p, i_and, i_or, loss = _finish(o, q, vs)
+    loss, bound = loss * scale[:, 0], bound * scale[:, 0]
+    gap = torch.where(loss > 0, (loss - bound) / loss, 0.0)
+    return AndOrResult(
+        I_and=(i_and * scale).reshape(*lead, size),
+        I_or=(i_or * scale).reshape(*lead, size),
+        p=(p * scale).reshape(*lead, size),
+        q=(q * scale).reshape(*lead, size),
+        loss=loss.reshape(lead),
+        bound=bound.reshape(lead),
+        gap=gap.reshape(lead),
+        converged=converged.reshape(lead),
+        iterations=iterations.reshape(lead),
+    )
 
+
+def _pdhg_torch(v, c, b, omega, op: _Operator, tol, max_iter, check_every):
+    """The batched torch loop of :func:`decompose` (any device) on scaled games v (G, 2^n) with
+    c = Hv, bounds b (G,) and initial primal weights ω (G,); returns the best scored (o, q),
+    the best dual bound, iterations and convergence per game.
+
+    Every game keeps its own primal weight, restarts and stopping time, and converged games
+    leave the batch, so a game's iterates do not depend on the others. Every ``check_every``
+    iterations (and at ``max_iter``) the current iterate is scored.
+    """
+    games, device = v.shape[0], v.device
+    low, parity, tau_o, tau_q, sigma = op[:5]
+    b = b[:, None]
     out = dict(
-        p=torch.zeros_like(v),
+        o=torch.zeros_like(v),
         q=torch.zeros_like(v),
-        I_and=torch.zeros_like(v),
-        I_or=torch.zeros_like(v),
-        loss=v.new_zeros(games),
         bound=v.new_zeros(games),
         converged=torch.zeros(games, dtype=torch.bool, device=device),
         iterations=torch.zeros(games, dtype=torch.long, device=device),
     )
-    zeros = torch.zeros_like(vs)
+    zeros = torch.zeros_like(v)
     s = dict(
         index=torch.arange(games, device=device),
-        v=vs,
+        v=v,
         c=c,
         b=b,
         o=zeros,
@@ -306,14 +316,11 @@ def _decompose_torch(
         q0=zeros,
         y0=zeros,
         Ax0=zeros,
-        # primal weight (primal steps τ/ω, dual steps σ·ω), started at PDLP's ‖cost‖/‖rhs‖
-        # in the preconditioned coordinates, with Hv as the right-hand side
-        omega=(tau_o.sum() + tau_q.sum()).sqrt()
-        / (sigma * c.square()).sum(-1, keepdim=True).sqrt().clamp_min(1e-300),
+        omega=omega[:, None],
         k=torch.zeros_like(b),  # iterations since the last restart
         r0=torch.full_like(b, torch.inf),  # fixed-point residual at the cycle's start
         r_prev=torch.full_like(b, torch.inf),
-        best=vs.new_zeros(games),  # best certified dual bound so far
+        best=v.new_zeros(games),  # best certified dual bound so far
         best_loss=torch.full((games,), torch.inf, dtype=torch.float64, device=device),
         best_o=zeros,  # the best scored feasible point, returned (iterates oscillate)
         best_q=zeros,
@@ -333,15 +340,12 @@ def _decompose_torch(
         s["best_o"] = torch.where(better[:, None], s["o"], s["best_o"])
         s["best_q"] = torch.where(better[:, None], q, s["best_q"])
         loss = s["best_loss"]
-        gap = torch.where(loss > 0, (loss - s["best"]) / loss, 0.0)
-        done = gap <= tol
+        done = torch.where(loss > 0, (loss - s["best"]) / loss, 0.0) <= tol
         leave = torch.ones_like(done) if final else done
-        p, i_and, i_or, loss = _finish(s["best_o"][leave], s["best_q"][leave], s["v"][leave])
-        idx, factor = s["index"][leave], scale[s["index"][leave]]
-        for name, value in (("p", p), ("q", s["best_q"][leave]), ("I_and", i_and), ("I_or", i_or)):
-            out[name][idx] = value * factor
-        out["loss"][idx] = loss * factor[:, 0]
-        out["bound"][idx] = s["best"][leave] * factor[:, 0]
+        idx = s["index"][leave]
+        out["o"][idx] = s["best_o"][leave]
+        out["q"][idx] = s["best_q"][leave]
+        out["bound"][idx] = s["best"][leave]
         out["converged"][idx] = done[leave]
         out["iterations"][idx] = it
         s = {name: value[~leave] for name, value in s.items()}
@@ -391,19 +395,7 @@ def _decompose_torch(
 
         if it % check_every == 0 or it == max_iter:
             check(it, it == max_iter)
-
-    gap = torch.where(out["loss"] > 0, (out["loss"] - out["bound"]) / out["loss"], 0.0)
-    return AndOrResult(
-        I_and=out["I_and"].reshape(*lead, size),
-        I_or=out["I_or"].reshape(*lead, size),
-        p=out["p"].reshape(*lead, size),
-        q=out["q"].reshape(*lead, size),
-        loss=out["loss"].reshape(lead),
-        bound=out["bound"].reshape(lead),
-        gap=gap.reshape(lead),
-        converged=out["converged"].reshape(lead),
-        iterations=out["iterations"].reshape(lead),
-    )
+    return out["o"], out["q"], out["bound"], out["iterations"], out["converged"]
 
 
 # ---------------------------------------------------------------- compiled CPU kernel
@@ -650,20 +642,10 @@ def _solve(c, b, parity, tau_o, tau_q, sigma, inv_o, inv_q, inv_sigma, omega, to
         done_out[g] = done
 
 
-def _decompose_cpu(v, q_thres, *, tol, max_iter, check_every) -> AndOrResult:
-    """The CPU path of :func:`decompose`: the compiled loop :func:`_solve_one` per game (scaled
-    as in the torch loop), then the decomposition rebuilt from (o, q) in torch."""
-    n = T.n_players(v)
-    lead, size = v.shape[:-1], v.shape[-1]
-    v = v.to(torch.float64).reshape(-1, size)
-    games = v.shape[0]
-    op = _operator(n, v.device)
-    _, exponent = torch.frexp(v.abs().amax(-1, keepdim=True))
-    scale = torch.ldexp(torch.ones_like(v[:, :1]), exponent)
-    vs = v / scale
-    c = T.harsanyi(vs)
-    b = q_thres * (vs[:, -1] - vs[:, 0]).abs()
-    omega = (op.tau_o.sum() + op.tau_q.sum()).sqrt() / (op.sigma * c.square()).sum(-1).sqrt().clamp_min(1e-300)  # fmt: skip
+def _pdhg_compiled(v, c, b, omega, op: _Operator, tol, max_iter, check_every):
+    """The CPU loop of :func:`decompose`: :func:`_solve_one` per game, the games shared by
+    ``torch.get_num_threads()`` threads; same arguments and returns as :func:`_pdhg_torch`."""
+    games, size = v.shape
     o = np.zeros((games, size))
     q = np.zeros((games, size))
     bound = np.zeros(games)
@@ -687,23 +669,8 @@ def _decompose_cpu(v, q_thres, *, tol, max_iter, check_every) -> AndOrResult:
 
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(lambda g: run(g, g + 1), range(games)))
-    o_t, q_t = torch.from_numpy(o), torch.from_numpy(q)
-    p, i_and, i_or, loss = _finish(o_t, q_t, vs)
-    factor = scale[:, 0]
-    loss = loss * factor
-    bound_t = torch.from_numpy(bound) * factor
-    gap = torch.where(loss > 0, (loss - bound_t) / loss, 0.0)
-    return AndOrResult(
-        I_and=(i_and * scale).reshape(*lead, size),
-        I_or=(i_or * scale).reshape(*lead, size),
-        p=(p * scale).reshape(*lead, size),
-        q=(q_t * scale).reshape(*lead, size),
-        loss=loss.reshape(lead),
-        bound=bound_t.reshape(lead),
-        gap=gap.reshape(lead),
-        converged=torch.from_numpy(done).reshape(lead),
-        iterations=torch.from_numpy(iters).reshape(lead),
-    )
+    as_t = torch.from_numpy
+    return as_t(o), as_t(q), as_t(bound), as_t(iters), as_t(done)
 
 
 # ---------------------------------------------------------------- exact reference
