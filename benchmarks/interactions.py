@@ -215,14 +215,14 @@ def bench_decompose(quick: bool, device: str, sgd_iters: dict, sgd_lr: float) ->
 
 
 # ---------------------------------------------------------------- (c) masked evaluation
-def bench_masked_eval(quick: bool) -> list[dict]:
+def bench_masked_eval(quick: bool, device: str) -> list[dict]:
     path = Path(__file__).with_name("masked_eval.py")
     if not path.exists():
         return []
     spec = importlib.util.spec_from_file_location("masked_eval_bench", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return list(module.run(quick))
+    return list(module.run(quick, device=device))
 
 
 # ---------------------------------------------------------------- report
@@ -278,7 +278,7 @@ def main() -> None:
     )
     print_table("(b) AND-OR decomposition (time per sample)", report["decompose"])
     print_table("(b') time to a loss no worse than SGD's, per game", report["decompose_matched"])
-    report["masked_eval"] = bench_masked_eval(args.quick)
+    report["masked_eval"] = bench_masked_eval(args.quick, args.device)
     print_table("(c) masked evaluation", report["masked_eval"])
 
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,15 +4,17 @@
     inputs of N samples; its ceiling is plain inference of the same model on the same number of
     ready-made inputs at the same batch size (`model(x)` under inference_mode, no masking, no
     log-odds). Reported: masked inputs per second, the ceiling's inputs per second, their ratio
-    (target ≥ 0.9).
+    (target ≥ 0.9). On a CUDA device (``--device cuda``) the table adds a ResNet-50 at 224×224
+    with n = 10 (a 4×4 grid's first 10 cells), in fp32 and bf16 (both sides under the same
+    autocast), timed with device synchronisation.
 (2) Start-up: a fresh `transferscope interactions` process pays interpreter start-up and imports
     (torch, timm, transformers, polars) before any work. Measured as the wall time of a cold
     process importing what the stage imports; multiplied by the default config's extraction
     job count and divided by the default run's wall time (``--run-seconds``, measured by
     `make run`) it is the workflow overhead (target < 10 %).
 
-Run: .venv/bin/python benchmarks/masked_eval.py [--quick] [--run-seconds S]
-(benchmarks/interactions.py also calls ``run(quick)`` and puts the rows in its table.)
+Run: .venv/bin/python benchmarks/masked_eval.py [--quick] [--run-seconds S] [--device cuda]
+(benchmarks/interactions.py also calls ``run(quick, device=...)`` and puts the rows in its table.)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 import timm
 import torch
 
-from transferscope.interactions.masking import image_game
+from transferscope.interactions.masking import autocast, image_game
 from transferscope.interactions.players import grid_player_masks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,13 +41,20 @@ STAGE_IMPORTS = (
 )
 
 
-def _model(width: int) -> torch.nn.Module:
+def _model(name: str, width: int | None) -> torch.nn.Module:
+    """A randomly initialised timm model: resnet10t of the given width on 1-channel 32×32
+    inputs, or the standard ``name`` (width None) on 3-channel inputs."""
     torch.manual_seed(0)
+    if width is None:
+        return timm.create_model(name, num_classes=10).eval()
     channels = [width, 2 * width, 4 * width, 8 * width]
-    model = timm.create_model(
-        "resnet10t", num_classes=10, in_chans=1, channels=channels, stem_width=width
-    )
+    model = timm.create_model(name, num_classes=10, in_chans=1, channels=channels, stem_width=width)
     return model.eval()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _best_of(fn, repeat: int) -> float:
@@ -57,35 +66,51 @@ def _best_of(fn, repeat: int) -> float:
     return min(times)
 
 
-def throughput_rows(quick: bool) -> list[dict]:
-    rows = []
+def throughput_rows(quick: bool, device: str = "cpu") -> list[dict]:
+    device = torch.device(device)
+    # (model, width, channels, side, n, samples, batch, precision)
     settings = (
-        [(16, 9, 8, 512)] if quick else [(16, 9, 16, 512), (32, 9, 16, 512), (16, 12, 2, 1024)]
+        [("resnet10t", 16, 1, 32, 9, 8, 512, "fp32")]
+        if quick
+        else [
+            ("resnet10t", 16, 1, 32, 9, 16, 512, "fp32"),
+            ("resnet10t", 32, 1, 32, 9, 16, 512, "fp32"),
+            ("resnet10t", 16, 1, 32, 12, 2, 1024, "fp32"),
+        ]
     )
-    for width, n, samples, batch in settings:
-        model = _model(width)
+    if device.type == "cuda":
+        settings += [("resnet50", None, 3, 224, 10, 2 if quick else 8, 512, p) for p in ("fp32", "bf16")]  # fmt: skip
+    rows = []
+    for name, width, chans, side, n, samples, batch, precision in settings:
+        model = _model(name, width).to(device)
         # a 3×3 grid for n = 9; the first n cells of a 4×4 grid otherwise
-        players = grid_player_masks(32, 32, 3 if n == 9 else 4)[:n]
-        x = torch.randn(samples, 1, 32, 32)
+        players = grid_player_masks(side, side, 3 if n == 9 else 4)[:n]
+        x = torch.randn(samples, chans, side, side)
         y = torch.randint(0, 10, (samples,))
         total = samples * 2**n
 
-        def masked(model=model, x=x, y=y, players=players, batch=batch):
-            image_game(model, x, y, players, batch_size=batch, device="cpu")
+        def masked(model=model, x=x, y=y, players=players, batch=batch, precision=precision):
+            image_game(model, x, y, players, batch_size=batch, precision=precision)
+            _sync(device)
 
-        ready = torch.randn(batch, 1, 32, 32)
+        ready = torch.randn(batch, chans, side, side, device=device)
 
-        def plain(model=model, ready=ready, total=total, batch=batch):
-            with torch.inference_mode():
+        def plain(model=model, ready=ready, total=total, batch=batch, precision=precision):
+            with torch.inference_mode(), autocast(device, precision):
                 for _ in range(total // batch):
                     model(ready)
+            _sync(device)
 
         masked()  # warm-up (allocator, kernels)
+        plain()
         t_masked = _best_of(masked, 2 if quick else 3)
         t_plain = _best_of(plain, 2 if quick else 3) * total / (total // batch * batch)
         rows.append(
             {
-                "model": f"resnet10t width {width}",
+                "model": name if width is None else f"{name} width {width}",
+                "device": device.type,
+                "precision": precision,
+                "image": side,
                 "n": n,
                 "samples": samples,
                 "batch": batch,
@@ -120,9 +145,9 @@ def startup_row(run_seconds: float | None) -> dict:
     return row
 
 
-def run(quick: bool = False, run_seconds: float | None = None) -> list[dict]:
+def run(quick: bool = False, run_seconds: float | None = None, device: str = "cpu") -> list[dict]:
     torch.set_num_threads(1)
-    rows = throughput_rows(quick)
+    rows = throughput_rows(quick, device)
     rows.append(startup_row(run_seconds))
     return rows
 
@@ -131,9 +156,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--run-seconds", type=float, help="wall time of the default `make run`")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/masked_eval.json")
     args = parser.parse_args()
-    rows = run(args.quick, args.run_seconds)
+    rows = run(args.quick, args.run_seconds, args.device)
     for row in rows:
         print(
             "  ".join(
