@@ -1,11 +1,18 @@
 # Helpers and target lists; paths come from transferscope.workflow, settings from transferscope.config.
 import json
+import os
+import sys
 
 from transferscope import config as ts_config
 from transferscope import workflow as ts_paths
 from transferscope.analyses import settings as ts_analyses
 
 ts_config.check_references(config, source="config")
+
+# jobs call the `transferscope` CLI of the environment this Snakemake runs in, activated or not
+os.environ["PATH"] = os.pathsep.join(
+    [os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+)
 
 
 wildcard_constraints:

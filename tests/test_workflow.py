@@ -17,7 +17,11 @@ BIN = Path(sys.executable).parent
 
 
 def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1")
+    """Run this environment's snakemake with the environment *not* on PATH, as after a plain
+    `.venv/bin/snakemake` without activation: the rules must still find `transferscope`."""
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != BIN.resolve()]
+    env = dict(os.environ, PATH=os.pathsep.join(path), HF_HUB_OFFLINE="1")
+    env.pop("VIRTUAL_ENV", None)
     return subprocess.run(
         [str(BIN / "snakemake"), *args],
         cwd=cwd,
