@@ -378,9 +378,8 @@ def interaction_table(values: torch.Tensor, sample_index: list[int], params: dic
         "salient_reconstruction_error": error.reshape(-1).tolist(),
         "salient_count": (salient["and"].sum(-1) + salient["or"].sum(-1)).tolist(),
     }
-    for name in ("gap", "iterations"):
-        if getattr(res, name, None) is not None:
-            meta[name] = torch.as_tensor(getattr(res, name)).double().cpu().reshape(-1).tolist()
+    meta["gap"] = res.gap.double().cpu().reshape(-1).tolist()
+    meta["iterations"] = res.iterations.cpu().reshape(-1).tolist()
     return table, meta
 
 
