@@ -1,6 +1,7 @@
 # Helpers and target lists; paths come from transferscope.workflow, settings from transferscope.config.
 import json
 import os
+import shlex
 import sys
 
 from transferscope import config as ts_config
@@ -10,8 +11,8 @@ from transferscope.analyses import settings as ts_analyses
 ts_config.check_references(config, source="config")
 
 # jobs call the `transferscope` CLI of the environment this Snakemake runs in, activated or not
-os.environ["PATH"] = os.pathsep.join(
-    [os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+shell.prefix(
+    f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH; "
 )
 
 
