@@ -41,6 +41,7 @@ def test_defaults_are_filled(raw):
             "'vgg' is not configured",
         ),
         (lambda c: c["interactions"].update(precision="fp8"), "fp8"),
+        (lambda c: c["interactions"].update(baseline="grey"), "interactions/baseline.*grey"),
     ],
 )
 def test_bad_config_names_the_key(raw, edit, message):

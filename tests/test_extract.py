@@ -163,3 +163,42 @@ def test_too_many_players_stops_before_any_file(config, prepared, runs, tmp_path
     with pytest.raises(ValueError, match="25 players.*max_players = 16"):
         extract(config, prepared, runs, tmp_path / "interactions", grid=5)
     assert not list((tmp_path / "interactions").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("baseline", ["mean", "black"])
+def test_image_baseline_is_what_absent_patches_become(config, prepared, runs, tmp_path, baseline):
+    """v(∅) is the log-odds of the image with every patch absent: the dataset mean (0 after
+    normalisation) or black pixels (stored value 0, normalised)."""
+    from transferscope.data import load_split, normalize_images, read_manifest
+    from transferscope.interactions.masking import log_odds
+    from transferscope.models import load_model
+
+    summary = extract(config, prepared, runs, tmp_path, baseline=baseline)
+    table = pl.read_parquet(tmp_path / "scratch/epoch_001.parquet").filter(pl.col("subset") == 0)
+    manifest, test = (
+        read_manifest(prepared["digits"]),
+        load_split(prepared["digits"], "target", "test"),
+    )
+    empty = torch.zeros_like(test.x[:1])  # stored pixel value 0 everywhere
+    image = torch.zeros_like(normalize_images(empty, manifest)) if baseline == "mean" else normalize_images(empty, manifest)  # fmt: skip
+    model, _ = load_model(runs["scratch"] / "epoch_001.safetensors")
+    labels = test.y[summary["sample_index"]]
+    with torch.inference_mode():
+        expected = log_odds(model(image.expand(len(labels), -1, -1, -1)), labels).double()
+    torch.testing.assert_close(torch.tensor(table.sort("sample")["v"].to_numpy()), expected, rtol=0, atol=1e-5)  # fmt: skip
+    assert ("black" in summary["game"]["baseline"]) == (baseline == "black")
+
+
+def test_text_baselines_pick_the_token_or_zero_and_wrong_ones_are_refused(smoke_config, prepared):
+    from transferscope.models import load_tokenizer
+
+    settings = interaction_settings(smoke_config, "sentiment_minilm", 0)
+    tokenizer = load_tokenizer(settings["model"])
+    for name, token in (("auto", tokenizer.mask_token_id), ("mask", tokenizer.mask_token_id),
+                        ("pad", tokenizer.pad_token_id), ("zero", None)):  # fmt: skip
+        params = ex.interaction_params(dict(settings, interactions={"baseline": name}))
+        game = ex.prepare_game(settings, params, prepared["sentiment"])
+        assert game.baseline == token
+    params = ex.interaction_params(dict(settings, interactions={"baseline": "black"}))
+    with pytest.raises(ValueError, match="baseline = 'black' does not apply to text"):
+        ex.prepare_game(settings, params, prepared["sentiment"])

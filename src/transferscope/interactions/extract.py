@@ -58,7 +58,10 @@ DEFAULTS = {  # schemas/config.schema.yaml, for settings given by hand
     "batch_size": 2048,
     "precision": "fp32",
     "max_players": 16,
+    "baseline": "auto",
 }
+# what absent players become: auto = mean (images) or mask (text)
+BASELINES = {"image": ("mean", "black"), "text": ("mask", "pad", "zero")}
 PRECISION_CHECK_SAMPLES = 2  # samples evaluated again in fp32 when precision is bf16 or fp16
 
 
@@ -159,7 +162,7 @@ class Game:
     inputs: dict[str, torch.Tensor]  # x (N, C, H, W) normalised, or input_ids / attention_mask
     players: torch.Tensor  # (n, H, W), (N, n, H, W) or (N, n, L) bool
     meta: dict[str, Any]  # metadata "game": JSON
-    mask_token_id: int | None = None  # text: the baseline token
+    baseline: float | torch.Tensor | int | None = 0.0  # image: value(s); text: token id, None = 0
 
 
 def prepare_game(settings: dict[str, Any], params: dict[str, Any], data_dir) -> Game:
@@ -168,9 +171,22 @@ def prepare_game(settings: dict[str, Any], params: dict[str, Any], data_dir) -> 
 
     manifest = read_manifest(data_dir)
     test = load_split(data_dir, "target", "test")
+    baseline = baseline_name(params["baseline"], manifest["modality"])
     if manifest["modality"] == "image":
-        return _image_game(params, manifest, test, data_dir)
-    return _text_game(settings["model"], params, test)
+        return _image_game(params, manifest, test, data_dir, baseline)
+    return _text_game(settings["model"], params, test, baseline)
+
+
+def baseline_name(name: str, modality: str) -> str:
+    """The baseline ``interactions.baseline`` means for ``modality`` (auto: mean or mask)."""
+    if name == "auto":
+        return BASELINES[modality][0]
+    if name not in BASELINES[modality]:
+        raise ValueError(
+            f"interactions.baseline = '{name}' does not apply to {modality} players; use one of "
+            f"{['auto', *BASELINES[modality]]}"
+        )
+    return name
 
 
 def _pick(test, eligible: torch.Tensor, params: dict, what: str) -> list[int]:
@@ -187,15 +203,20 @@ def _pick(test, eligible: torch.Tensor, params: dict, what: str) -> list[int]:
     return index
 
 
-def _image_game(params: dict, manifest: dict, test, data_dir) -> Game:
+def _image_game(params: dict, manifest: dict, test, data_dir, baseline: str) -> Game:
     from transferscope.data import normalize_images
     from transferscope.interactions.masking import check_players
     from transferscope.interactions.players import grid_player_masks
 
-    height, width = test.x.shape[-2:]
+    channels, height, width = test.x.shape[-3:]
+    if baseline == "mean":
+        value, described = 0.0, "0 after normalisation (the dataset mean)"
+    else:  # black: stored pixel value 0, normalised like the images
+        black = torch.zeros(1, channels, 1, 1, dtype=torch.uint8)
+        value, described = normalize_images(black, manifest)[0], "pixel value 0 (black), normalised"
     common = {
         "modality": "image",
-        "baseline": "0 after normalisation (the dataset mean)",
+        "baseline": described,
         "value": "log-odds z_y - logsumexp_{c != y} z_c",
         "sample_seed": SAMPLE_SEED,
     }
@@ -220,10 +241,10 @@ def _image_game(params: dict, manifest: dict, test, data_dir) -> Game:
     labels = test.y[index]
     game["labels"] = labels.tolist()
     x = normalize_images(test.x[index], manifest)
-    return Game("image", index, labels, {"x": x}, players, game)
+    return Game("image", index, labels, {"x": x}, players, game, value)
 
 
-def _text_game(spec: dict, params: dict, test) -> Game:
+def _text_game(spec: dict, params: dict, test, baseline: str) -> Game:
     from transferscope.interactions.masking import check_players
     from transferscope.interactions.players import choose_words, sentence_players
     from transferscope.models import load_tokenizer
@@ -243,15 +264,17 @@ def _text_game(spec: dict, params: dict, test) -> Game:
         positions.append(pos)
         words.append(chosen)
         masks.append(tokens)
-    mask_id = tokenizer.mask_token_id
-    baseline = tokenizer.mask_token
-    if mask_id is None:  # tokenizers without a mask token: the padding token's embedding
-        mask_id, baseline = tokenizer.pad_token_id, tokenizer.pad_token
-    if mask_id is None:
-        raise ValueError(
-            f"tokenizer of '{spec['name']}' has neither a mask nor a padding token, so there is "
-            f"no baseline embedding for absent words"
-        )
+    token_id, token = None, None  # zero: the all-zero embedding
+    if baseline == "mask":
+        token_id, token = tokenizer.mask_token_id, tokenizer.mask_token
+    if baseline == "pad" or (baseline == "mask" and token_id is None):  # no mask token: padding
+        token_id, token = tokenizer.pad_token_id, tokenizer.pad_token
+        if token_id is None:
+            raise ValueError(
+                f"tokenizer of '{spec['name']}' has no {'padding' if baseline == 'pad' else 'mask or padding'} "
+                f"token for interactions.baseline = {baseline}; use interactions.baseline: zero"
+            )
+    described = "the zero vector" if token_id is None else f"embedding of {token}"
     labels = test.y[index]
     game = {
         "modality": "text",
@@ -259,14 +282,14 @@ def _text_game(spec: dict, params: dict, test) -> Game:
         "n_players": n,
         "words": words,
         "word_positions": positions,
-        "baseline": f"embedding of {baseline} (word level, attention mask kept)",
+        "baseline": f"{described} (word level, attention mask kept)",
         "value": "log-odds z_y - logsumexp_{c != y} z_c",
         "max_length": max_length,
         "sample_seed": SAMPLE_SEED,
         "labels": labels.tolist(),
     }
     inputs = {"input_ids": ids[index], "attention_mask": attention[index]}
-    return Game("text", index, labels, inputs, torch.stack(masks), game, int(mask_id))
+    return Game("text", index, labels, inputs, torch.stack(masks), game, token_id)
 
 
 # ------------------------------------------------------------------------------ one checkpoint
@@ -282,9 +305,11 @@ def game_values(model, game: Game, params: dict, device, precision=None, samples
                   device=device, precision=precision)  # fmt: skip
     if game.modality == "image":
         players = game.players if game.players.ndim == 3 else game.players[keep]
-        return image_game(model, game.inputs["x"][keep], game.labels[keep], players, 0.0, **common)
+        x, y = game.inputs["x"][keep], game.labels[keep]
+        return image_game(model, x, y, players, game.baseline, **common)
     with torch.inference_mode():
-        baseline = model.embed(torch.tensor([game.mask_token_id], device=device))[0]
+        baseline = model.embed(torch.tensor([game.baseline or 0], device=device))[0]
+        baseline = baseline if game.baseline is not None else torch.zeros_like(baseline)
     return text_game(
         model,
         game.inputs["input_ids"][keep],
