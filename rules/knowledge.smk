@@ -19,6 +19,8 @@ rule knowledge_transfer:
         "results/knowledge/transfer_samples.csv",
         "results/knowledge/planted.parquet",
         "results/knowledge/planted.csv",
+        "results/knowledge/faithfulness.parquet",
+        "results/knowledge/faithfulness.csv",
     log:
         "logs/knowledge/transfer.log",
     resources:

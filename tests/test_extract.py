@@ -109,6 +109,29 @@ def test_caches_hold_an_exact_decomposition_and_the_salient_rule(config, prepare
             expected[:, 0] = False
             assert torch.equal(col[f"salient_{kind}"].bool(), expected)
         assert meta["decomposition"]["converged"] == SAMPLES
+        # faithfulness in the metadata: the salient terms alone, and every term (exact)
+        kept = T.harsanyi_inverse(col["I_and"] * col["salient_and"]) + T.or_inverse(col["I_or"] * col["salient_or"])  # fmt: skip
+        target = col["v"] - col["v"][:, :1] + col["q"]
+        error = (target - kept).norm(dim=1) / (col["v"] - col["v"][:, :1]).norm(dim=1)
+        found = meta["decomposition"]
+        torch.testing.assert_close(
+            torch.tensor(found["salient_reconstruction_error"], dtype=torch.float64), error
+        )
+        assert max(found["full_reconstruction_error"]) < 1e-9
+
+
+def test_faithfulness_rows_are_the_final_models_of_each_regime(config, prepared, runs, tmp_path):
+    from transferscope.knowledge.aggregate import faithfulness_samples
+
+    summary = extract(config, prepared, runs, tmp_path)
+    rows = faithfulness_samples([tmp_path / "summary.json"]).sort("regime", "sample")
+    assert rows.height == 3 * SAMPLES
+    for regime, caches in summary["caches"].items():
+        found = ex.read_cache_metadata(tmp_path / caches[-1])["decomposition"]
+        mine = rows.filter(pl.col("regime") == regime)
+        assert mine["salient_error"].to_list() == found["salient_reconstruction_error"]
+        shares = [c / (2 * (2 ** (GRID * GRID) - 1)) for c in found["salient_count"]]
+        assert mine["salient_share"].to_list() == pytest.approx(shares)
 
 
 def test_unchanged_caches_are_reused_and_an_interrupted_job_resumes(

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-ENGINE_VERSION = "2"  # bump when masking, players, andor or salient change their results
+ENGINE_VERSION = "3"  # bump when masking, players, andor or salient change their results
 META_KEY = "transferscope"
 REGIMES = ("probe", "finetune", "scratch")  # the probe stands for the pre-trained model
 SAMPLE_SEED = 0  # samples (and the words that are players) do not depend on the run's seed
@@ -389,7 +389,7 @@ def interaction_table(values: torch.Tensor, sample_index: list[int], params: dic
         }
     )
     converged = res.converged.cpu().reshape(-1)
-    error, _ = reconstruction_error(
+    error, full = reconstruction_error(
         values - values[:, :1], i_and, i_or, salient["and"], salient["or"], q=res.q.double().cpu()
     )
     meta = {
@@ -401,6 +401,7 @@ def interaction_table(values: torch.Tensor, sample_index: list[int], params: dic
         "bound": res.bound.double().cpu().reshape(-1).tolist(),
         # ‖v + q − v_salient‖ / ‖v − v(∅)‖ per sample (salient.reconstruction_error)
         "salient_reconstruction_error": error.reshape(-1).tolist(),
+        "full_reconstruction_error": full.reshape(-1).tolist(),  # every term: ≈ 0
         "salient_count": (salient["and"].sum(-1) + salient["or"].sum(-1)).tolist(),
     }
     meta["gap"] = res.gap.double().cpu().reshape(-1).tolist()

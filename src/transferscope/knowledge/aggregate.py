@@ -1,7 +1,8 @@
 """Aggregates: interaction caches -> knowledge tables (Parquet + CSV) with bootstrap intervals.
 
 Each public function is one workflow rule: ``transfer_tables`` (preserved / discarded / new /
-exclusive knowledge, overall and by order), ``convergence_tables`` (similarity to the final
+exclusive knowledge, overall and by order, and how faithfully the salient interactions alone
+rebuild each final model's game), ``convergence_tables`` (similarity to the final
 epoch, final-set share, directness) and ``link_tables`` (Spearman correlations with accuracy).
 Intervals: percentile bootstrap of the mean, over seeds and over samples within seeds.
 """
@@ -105,10 +106,46 @@ def summarise(frame, keys: list[str], columns, resamples: int, confidence: float
     return pl.DataFrame(rows)
 
 
+FAITHFULNESS = ("salient_error", "full_error", "salient_share", "gap")
+
+
+def faithfulness_samples(summaries: list[Path]):
+    """Per (experiment, seed, regime, sample) of the final pre-trained (probe), fine-tuned and
+    scratch models: the relative error of rebuilding v(x_T) over all 2^n masks from the salient
+    interactions alone and from all of them (``salient.reconstruction_error``), the salient
+    share of the 2·(2^n − 1) non-empty AND and OR terms, and the decomposition's certified gap."""
+    import polars as pl
+
+    frames = []
+    for summary in summaries:
+        seed = seed_caches(summary)
+        for regime in ("probe", "finetune", "scratch"):
+            cache = seed.final(regime)
+            found = cache.meta["decomposition"]
+            terms = 2 * (cache.I["and"].shape[-1] - 1)
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "sample": cache.meta["sample_index"],
+                        "salient_error": found["salient_reconstruction_error"],
+                        "full_error": found["full_reconstruction_error"],
+                        "salient_share": np.asarray(found["salient_count"]) / terms,
+                        "gap": found["gap"],
+                    }
+                ).with_columns(
+                    experiment=pl.lit(seed.experiment),
+                    seed=pl.lit(seed.seed),
+                    regime=pl.lit(regime),
+                )
+            )
+    return pl.concat(frames, how="vertical_relaxed")
+
+
 def transfer_tables(
     summaries, out_dir, sign_agreement=True, resamples=1000, confidence=0.95, data_dirs=None
 ):
-    """transfer(_samples) tables, and planted-part preservation where datasets plant rules."""
+    """transfer(_samples) and faithfulness tables, and planted-part preservation where
+    datasets plant rules."""
     from transferscope.knowledge.planted import part_preservation_table
 
     planted = part_preservation_table([Path(s) for s in summaries], data_dirs or {}, sign_agreement)
@@ -117,6 +154,9 @@ def transfer_tables(
     write_table(samples, Path(out_dir) / "transfer_samples.parquet")
     table = summarise(samples, ["experiment", "kind", "order"], RATIOS, resamples, confidence)
     write_table(table, Path(out_dir) / "transfer.parquet")
+    faithful = faithfulness_samples([Path(s) for s in summaries])
+    table = summarise(faithful, ["experiment", "regime"], FAITHFULNESS, resamples, confidence)
+    write_table(table, Path(out_dir) / "faithfulness.parquet")
 
 
 def convergence_samples(summaries: list[Path]):

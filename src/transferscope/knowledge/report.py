@@ -70,6 +70,14 @@ def add_planted(numbers: dict, planted) -> None:
         numbers.setdefault(exp, {})["planted_part_preservation"] = entry
 
 
+def add_faithfulness(numbers: dict, faithfulness) -> None:
+    """Per experiment and final model: salient-only and full reconstruction errors, salient
+    share and certified gap (mean and interval over seeds and samples)."""
+    for row in faithfulness.iter_rows(named=True):
+        entry = numbers.setdefault(row["experiment"], {}).setdefault("faithfulness", {})
+        entry.setdefault(row["regime"], {})[row["metric"]] = _entry(row)
+
+
 def _entry(row: dict) -> dict:
     return {k: row[k] for k in ("mean", "low", "high", "n_seeds", "n_samples")}
 
@@ -107,6 +115,7 @@ def write_reports(knowledge_dir, run_summaries, metrics_out, summary_out) -> Non
     planted = knowledge_dir / "planted.parquet"
     if planted.exists():
         add_planted(numbers, pl.read_parquet(planted))
+    add_faithfulness(numbers, read("faithfulness"))
     write_json(metrics_out, numbers)
     write_text(summary_out, summary_text(numbers, accuracy))
 
@@ -175,6 +184,26 @@ def summary_text(numbers: dict, accuracy) -> str:
             f"{shown['source_only']} ({entry['source_only']['terms']} terms); shared higher in "
             f"every seed: {'yes' if entry['shared_higher_in_every_seed'] else 'no'}."
         )
+    faithful = {e: v["faithfulness"] for e, v in numbers.items()
+                if isinstance(v, dict) and "faithfulness" in v}  # fmt: skip
+    if faithful:
+        lines += [
+            "",
+            "## How much of each game the salient interactions explain",
+            "",
+            "Relative error ‖v + q − v_salient‖ / ‖v − v(∅)‖ over all 2^n masks when only the "
+            "salient AND and OR interactions are kept, per final model (mean [interval]); "
+            "'all': the same error with every interaction kept, 0 up to rounding.",
+            "",
+        ]
+    names = {"probe": "pre-trained", "finetune": "fine-tuned", "scratch": "scratch"}
+    for exp, regimes in faithful.items():
+        parts = [
+            f"{names[r]} {_fmt(m['salient_error'])} with {m['salient_share']['mean']:.1%} of the "
+            f"terms (all: {m['full_error']['mean']:.0e})"
+            for r, m in regimes.items()
+        ]
+        lines.append(f"- **{exp}**: " + "; ".join(parts) + ".")
     lines += ["", "## Links to performance (Spearman ρ, bootstrap interval)", ""]
     for name, link in numbers["links"].items():
         lines.append(
