@@ -123,3 +123,32 @@ def test_text_game_masks_words_at_embedding_level():
     with torch.no_grad():
         full = log_odds(model(input_ids=ids, attention_mask=attention), torch.tensor([1]))
     assert torch.allclose(v[0, 0b11], full)
+
+
+class MemoryLimited(nn.Module):
+    """A model whose device 'runs out of memory' above ``limit`` inputs per batch."""
+
+    def __init__(self, model, limit):
+        super().__init__()
+        self.model, self.limit, self.batches = model, limit, []
+
+    def forward(self, x):
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError(f"{len(x)} inputs do not fit")
+        self.batches.append(len(x))
+        return self.model(x)
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_game(cnn):
+    x, y = torch.randn(3, 1, 8, 8), torch.tensor([0, 2, 1])
+    players = grid_player_masks(8, 8, 2)
+    expected = image_game(cnn, x, y, players, batch_size=48)
+    limited = MemoryLimited(cnn, limit=13)
+    with pytest.warns(UserWarning) as caught:
+        v = image_game(limited, x, y, players, batch_size=64)
+    steps = [str(w.message).split("batch size ")[1].split(" (")[0] for w in caught]
+    assert steps == ["64; retrying at 32", "32; retrying at 16", "16; retrying at 8"]
+    torch.testing.assert_close(v, expected)
+    assert max(limited.batches) == 8 and sum(limited.batches) == 3 * 16
+    with pytest.raises(RuntimeError, match="one masked input does not fit"), pytest.warns(UserWarning):  # fmt: skip
+        image_game(MemoryLimited(cnn, limit=0), x, y, players, batch_size=4)

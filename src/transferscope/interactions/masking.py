@@ -18,6 +18,7 @@ pass runs in fp32 unless ``precision`` is bf16 or fp16 (autocast); v is returned
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -98,7 +99,9 @@ def evaluate_game(
 
     ``forward(sample, present)`` returns the model's logits for a batch of masked inputs, given
     each row's sample index (B,) and its present players (B, n) bool. ``model`` is put in eval()
-    for the evaluation and back into its previous mode afterwards.
+    for the evaluation and back into its previous mode afterwards. ``batch_size`` is an upper
+    bound: a batch that runs out of device memory is retried at half the size (a warning says
+    which size fits), so one setting serves small and large GPUs.
     """
     from tqdm.auto import tqdm
 
@@ -111,14 +114,25 @@ def evaluate_game(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), autocast(device, precision):
-            starts = range(0, total, batch_size)
-            for start in tqdm(starts, desc="masked inputs", unit="batch", leave=False,
-                              disable=not progress):  # fmt: skip
+        with (
+            torch.inference_mode(),
+            autocast(device, precision),
+            tqdm(
+                total=total, desc="masked inputs", unit="input", leave=False, disable=not progress
+            ) as bar,
+        ):
+            start = 0
+            while start < total:
                 flat = torch.arange(start, min(start + batch_size, total), device=device)
                 sample, subset = flat // size, flat % size
-                logits = forward(sample, subset_members(subset, n_players))
+                try:
+                    logits = forward(sample, subset_members(subset, n_players))
+                except torch.OutOfMemoryError:
+                    batch_size = _smaller_batch(batch_size, device)
+                    continue
                 out[start : start + len(flat)] = log_odds(logits.float(), labels[sample]).cpu()
+                start += len(flat)
+                bar.update(len(flat))
     finally:
         model.train(was_training)
     values = out.view(n_samples, size)
@@ -131,6 +145,23 @@ def evaluate_game(
             f"(retrain it) or, with interactions.precision = {precision}, use fp32"
         )
     return values
+
+
+def _smaller_batch(batch_size: int, device: torch.device) -> int:
+    """Half the batch after an out-of-memory error (an error once a single input does not fit)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if batch_size == 1:
+        raise RuntimeError(
+            f"one masked input does not fit into the memory of {device}; use a smaller model or "
+            f"input size, or run on a device with more memory"
+        )
+    warnings.warn(
+        f"masked inputs: out of memory on {device} at batch size {batch_size}; retrying at "
+        f"{batch_size // 2} (set interactions.batch_size to at most that to skip this)",
+        stacklevel=3,
+    )
+    return batch_size // 2
 
 
 def image_game(
