@@ -239,6 +239,9 @@ def link_tables(
         .group_by(["experiment", "seed", "kind"])
         .agg(pl.col("preserved_ratio").drop_nans().mean())
         .join(final_acc, on=["experiment", "seed"])
+        .sort(
+            ["experiment", "seed", "kind"]
+        )  # group_by's order is arbitrary; the bootstrap's isn't
     )
     rows = []
     for kind in KINDS:
@@ -264,6 +267,7 @@ def link_tables(
             runs.select(["experiment", "seed", "regime", "epoch", "test_accuracy"]),
             on=["experiment", "seed", "regime", "epoch"],
         )
+        .sort(["experiment", "seed", "regime", "epoch"])
     )
     for regime in ("finetune", "scratch"):
         sub = epochwise.filter(pl.col("regime") == regime)
