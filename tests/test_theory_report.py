@@ -136,3 +136,15 @@ def test_full_config_is_a_valid_theory_mapping():
     params = merge_params(config["theory"])
     assert params["d"] == 500 and params["instances"] == 20
     assert params["thetas"] == 20 and params["gammas"] == 20
+
+
+def test_cli_runs_a_theory_only_config_file(tmp_path):
+    """`transferscope theory --configfile` takes a file holding only a `theory:` block, as
+    config/theory-full.yaml is (a whole workflow config is validated as the workflow does)."""
+    from transferscope.cli import main
+
+    config = tmp_path / "theory-tiny.yaml"
+    config.write_text(yaml.safe_dump({"theory": TINY}))
+    main(["theory", "--configfile", str(config), "--out", str(tmp_path / "out")])
+    summary = json.loads((tmp_path / "out" / "theory.json").read_text())
+    assert summary["params"]["d"] == TINY["d"]

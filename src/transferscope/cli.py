@@ -144,9 +144,14 @@ def cmd_theory(args) -> None:
 
     params = args.params
     if args.configfile:
+        import yaml
+
         from transferscope.config import load_config
 
-        params = load_config(args.configfile).get("theory", {})
+        raw = yaml.safe_load(Path(args.configfile).read_text()) or {}
+        if set(raw) - {"theory"}:  # a whole workflow config: validated as the workflow does
+            raw = load_config(args.configfile)
+        params = raw.get("theory", {})  # a theory-only file (config/theory-full.yaml)
     run_theory(params or {}, Path(args.out))
 
 
