@@ -89,11 +89,14 @@ def final_accuracy(run_summaries):
     from transferscope.figures import run_metrics
 
     runs = run_metrics([Path(s).parent for s in run_summaries])
-    last = runs.group_by(["experiment", "regime", "seed"]).agg(
-        pl.col("test_accuracy").sort_by("epoch").last()
+    # sorted by seed: group_by's order is arbitrary, and the std's last digit depends on it
+    last = (
+        runs.group_by(["experiment", "regime", "seed"])
+        .agg(pl.col("test_accuracy").sort_by("epoch").last())
+        .sort(["experiment", "regime", "seed"])
     )
     return (
-        last.group_by(["experiment", "regime"])
+        last.group_by(["experiment", "regime"], maintain_order=True)
         .agg(
             mean=pl.col("test_accuracy").mean(),
             std=pl.col("test_accuracy").std().fill_null(0.0),
