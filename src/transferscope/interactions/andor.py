@@ -209,6 +209,12 @@ def _finish(o, q, v):
     return p, i_and, i_or, i_and.abs().sum(-1) + i_or.abs().sum(-1)
 
 
+def _loss(o, q, c, parity) -> torch.Tensor:
+    """‖c − A(o, q)‖₁ + ‖o‖₁ = Σ|I_and| + Σ|I_or| at a feasible (o, q), without rebuilding the
+    interactions (what the compiled :func:`_certify` computes)."""
+    return (c - _forward(o, q, parity)).abs().sum(-1) + o.abs().sum(-1)
+
+
 def _dual_bound(y, my, hy, c, b) -> torch.Tensor:
     """max(0, D(y/s)) with s = max(1, ‖Mᵀ y‖_∞): y/s is feasible for (D) (|y| ≤ 1 holds after
     the dual prox), so weak duality makes it a lower bound. Here y is the PDHG dual of
@@ -305,7 +311,6 @@ def _pdhg_torch(v, c, b, omega, op: _Operator, tol, max_iter, check_every):
     zeros = torch.zeros_like(v)
     s = dict(
         index=torch.arange(games, device=device),
-        v=v,
         c=c,
         b=b,
         o=zeros,
@@ -334,7 +339,7 @@ def _pdhg_torch(v, c, b, omega, op: _Operator, tol, max_iter, check_every):
         y = torch.clamp(s["y"], -1.0, 1.0)
         my, hy = _adjoint(y, parity, low)
         s["best"] = torch.maximum(s["best"], _dual_bound(y, my, hy, s["c"], s["b"]))
-        loss = _finish(s["o"], q, s["v"])[3]
+        loss = _loss(s["o"], q, s["c"], parity)
         better = loss < s["best_loss"]
         s["best_loss"] = torch.where(better, loss, s["best_loss"])
         s["best_o"] = torch.where(better[:, None], s["o"], s["best_o"])
