@@ -123,6 +123,11 @@ def write_reports(knowledge_dir, run_summaries, metrics_out, summary_out) -> Non
     write_text(summary_out, summary_text(numbers, accuracy))
 
 
+def _by_experiment(numbers: dict, key: str) -> dict:
+    """{experiment: numbers[experiment][key]} for the experiments that have ``key``."""
+    return {e: v[key] for e, v in numbers.items() if isinstance(v, dict) and key in v}
+
+
 def _regime_label(regime: str) -> str:
     # pre-training is scored on its own (source) task; every other regime on the target task
     return "pretrain (source task)" if regime == "pretrain" else regime
@@ -173,8 +178,7 @@ def summary_text(numbers: dict, accuracy) -> str:
                 f"{_fmt(values['similarity_epoch1_finetune'])}, scratch "
                 f"{_fmt(values['similarity_epoch1_scratch'])}."
             )
-    planted = {e: v["planted_part_preservation"] for e, v in numbers.items()
-               if isinstance(v, dict) and "planted_part_preservation" in v}  # fmt: skip
+    planted = _by_experiment(numbers, "planted_part_preservation")
     if planted:
         lines += ["", "## Planted parts (shapes): is shared knowledge preserved more often?", ""]
     for exp, entry in planted.items():
@@ -187,8 +191,7 @@ def summary_text(numbers: dict, accuracy) -> str:
             f"{shown['source_only']} ({entry['source_only']['terms']} terms); shared higher in "
             f"every seed: {'yes' if entry['shared_higher_in_every_seed'] else 'no'}."
         )
-    faithful = {e: v["faithfulness"] for e, v in numbers.items()
-                if isinstance(v, dict) and "faithfulness" in v}  # fmt: skip
+    faithful = _by_experiment(numbers, "faithfulness")
     if faithful:
         lines += [
             "",
