@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferscope.interactions.extract import read_cache_metadata
 from transferscope.interactions.transforms import subset_sizes
 from transferscope.io import atomic_path
 from transferscope.knowledge import metrics
@@ -120,13 +121,14 @@ def faithfulness_samples(summaries: list[Path]):
     for summary in summaries:
         seed = seed_caches(summary)
         for regime in ("probe", "finetune", "scratch"):
-            cache = seed.final(regime)
-            found = cache.meta["decomposition"]
-            terms = 2 * (cache.I["and"].shape[-1] - 1)
+            # the metadata holds all of it: no need to read the interaction table
+            meta = read_cache_metadata(seed.directory / seed.caches[regime][-1])
+            found = meta["decomposition"]
+            terms = 2 * (2 ** meta["n_players"] - 1)
             frames.append(
                 pl.DataFrame(
                     {
-                        "sample": cache.meta["sample_index"],
+                        "sample": meta["sample_index"],
                         "salient_error": found["salient_reconstruction_error"],
                         "full_error": found["full_reconstruction_error"],
                         "salient_share": np.asarray(found["salient_count"]) / terms,
@@ -239,9 +241,8 @@ def link_tables(
         .group_by(["experiment", "seed", "kind"])
         .agg(pl.col("preserved_ratio").drop_nans().mean())
         .join(final_acc, on=["experiment", "seed"])
-        .sort(
-            ["experiment", "seed", "kind"]
-        )  # group_by's order is arbitrary; the bootstrap's isn't
+        # group_by's order is arbitrary, and the seeded bootstrap resamples rows in order
+        .sort(["experiment", "seed", "kind"])
     )
     rows = []
     for kind in KINDS:
