@@ -1,7 +1,7 @@
 """AND-OR decomposition of a game, solved to its linear-program optimum.
 
 Li & Zhang (2023) and Ren et al. (2023) explain v(x_T) (v(N) − v(∅) sets the scale) by AND and OR
-interactions of two component games (see /work/shared/REFERENCES.md §1):
+interactions of two component games (docs/references.md §1):
 
     v_and = ½(v + q) + p,   v_or = ½(v + q) − p,   so  v_and + v_or = v + q,
     I_and = harsanyi(v_and),   I_or = or_interactions(v_or),
@@ -10,7 +10,7 @@ interactions of two component games (see /work/shared/REFERENCES.md §1):
 with p free and q a bounded noise term. The lab code runs SGD for a fixed budget and stops above
 the optimum; L is piecewise linear, so the problem is a linear program and this module solves it.
 
-Afterwards OR terms with |S| ≤ 1 are folded into the AND terms of the same set (REFERENCES.md:
+Afterwards OR terms with |S| ≤ 1 are folded into the AND terms of the same set (docs/references.md §1:
 v(T) = [i ∈ T] is both the AND and the OR term of {i}, and ∅ is a constant in both), which never
 increases L. The optimum is therefore the same with those OR terms fixed at 0, and both solvers
 below use that smaller LP. With o = I_or (o(S) = 0 for |S| ≤ 1), v_or = R o and the AND part

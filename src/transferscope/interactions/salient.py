@@ -1,7 +1,7 @@
 """Salient interactions and how well they alone rebuild the game.
 
-Salience (SJTU XAI lab, interaction-sparsity ``demo/count_salient_concepts.py``; see
-/work/shared/REFERENCES.md §1): S is salient when |I(S)| > τ·max_S' |I(S')|, the maximum taken per
+Salience (SJTU XAI lab, interaction-sparsity ``demo/count_salient_concepts.py``;
+docs/references.md §1): S is salient when |I(S)| > τ·max_S' |I(S')|, the maximum taken per
 game (per sample and model), τ = 0.05 in the lab code. For AND-OR decompositions the maximum is
 usually taken over the AND and OR terms together (pass both as ``reference``).
 """

@@ -4,7 +4,7 @@ One convention everywhere: a game over n players is a tensor whose last dimensio
 entries, and subset S ⊆ N = {0, …, n−1} is stored at index Σ_{i∈S} 2^i (player i is bit i).
 (The SJTU XAI lab's code uses the most significant bit for player 0; shapiq orders by size.)
 
-Interactions (Harsanyi 1963; Ren et al. 2023, Li & Zhang 2023 — see /work/shared/REFERENCES.md):
+Interactions (Harsanyi 1963; Ren et al. 2023, Li & Zhang 2023; docs/references.md §1):
 
     AND (Harsanyi dividend, Möbius transform)   I(S) = Σ_{T⊆S} (−1)^{|S|−|T|} v(T)
         inverse (zeta, "universal matching")   v(T) = Σ_{S⊆T} I(S)

@@ -1,7 +1,7 @@
 """Closed-form risks and transferability for linear regression transfer.
 
-Setting (Tahir, Ganguli, Rotskoff, "Features are fate", arXiv 2410.08194, section 3 of
-REFERENCES.md): x ~ N(0, I_d); source y = β_sᵀx + ε, target y = β_tᵀx + ε, ε ~ N(0, σ²);
+Setting (Tahir, Ganguli, Rotskoff, "Features are fate", arXiv 2410.08194,
+docs/references.md §3): x ~ N(0, I_d); source y = β_sᵀx + ε, target y = β_tᵀx + ε, ε ~ N(0, σ²);
 ‖β_s‖ = ‖β_t‖ = 1 and β_t = cos θ·β_s + sin θ·ν with ν ⊥ β_s. The target has n = γd samples.
 Risk R = ‖β̂ − β_t‖² (the excess test error, since x is isotropic). Transferability
 𝒯 = E[R_scratch − R_transfer]: positive means pre-training helps.
@@ -122,7 +122,7 @@ def scratch_risk(gamma, sigma, d=None) -> np.ndarray:
         R = 1 − n/d + σ²n/(d − n − 1)   for n < d − 1,
         R = σ²d/(n − d − 1)             for n > d + 1,
         R = ∞ in between when σ > 0 (the expectation diverges).
-    The n < d form is the paper's (REFERENCES §3); the n > d form is the same inverse-Wishart step.
+    The n < d form is the paper's (docs/references.md §3); the n > d form is the same inverse-Wishart step.
     """
     gamma, sigma, d = check_gamma(gamma), check_sigma(sigma), check_d(d)
     gamma, sigma = np.broadcast_arrays(gamma, sigma)
@@ -326,7 +326,7 @@ class NegativeTransferBoundary(NamedTuple):
 def negative_transfer_boundary(theta, sigma) -> NegativeTransferBoundary:
     """Where the asymptotic linear transferability 𝒯_lin(θ, γ, σ) changes sign.
 
-    γ > 1: 𝒯 < 0 iff σ²/(γ − 1) < sin²θ, i.e. γ > 1 + σ²/sin²θ (REFERENCES §3).
+    γ > 1: 𝒯 < 0 iff σ²/(γ − 1) < sin²θ, i.e. γ > 1 + σ²/sin²θ (docs/references.md §3).
     γ < 1: with u = 1 − γ and s² = sin²θ, 𝒯 < 0 iff u² − (s² + σ²)u + σ² < 0, i.e. u between the
     roots u± = [(s² + σ²) ± √((s² + σ²)² − 4σ²)]/2; so γ ∈ (1 − u₊, 1 − u₋) ∩ (0, 1).
     At σ = 0 this is cos²θ < γ < 1 and γ > 1.

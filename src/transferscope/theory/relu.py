@@ -1,6 +1,6 @@
 """Two-layer ReLU student–teacher transfer: does the overlap of features predict transfer?
 
-Following "Features are fate" (Tahir, Ganguli, Rotskoff, arXiv 2410.08194, REFERENCES §3):
+Following "Features are fate" (Tahir, Ganguli, Rotskoff, arXiv 2410.08194, docs/references.md §3):
     target teacher  f_t(x) = Σ_{j≤m} a_j·(relu(w_jᵀx) − 1/√(2π)),  ‖w_j‖ = 1, a_j = ±1,
                     rescaled so that E f_t² = 1 (the constant makes each unit mean-zero);
     source teacher  f_s: the same sum without a fraction μ of the units (nested in μ);

@@ -1,6 +1,6 @@
 """`run_theory`: closed forms, deep-linear simulations and the ReLU sweep, written to one folder.
 
-Everything follows "Features are fate" (Tahir, Ganguli, Rotskoff, arXiv 2410.08194; REFERENCES §3).
+Everything follows "Features are fate" (Tahir, Ganguli, Rotskoff, arXiv 2410.08194; docs/references.md §3).
 Outputs (all written atomically; tables as Parquet with a CSV beside each):
     phase_linear, phase_finetune          linear transfer / fine-tuning vs minimum-norm scratch,
     phase_linear_tuned, phase_finetune_tuned   the same against tuned-ridge scratch (reviewers),

@@ -213,7 +213,7 @@ def train_readout(
     """Gradient descent on the readout c alone: loss cᵀGc − 2qᵀc + ȳ² + λ‖c‖².
 
     With frozen features F = XW₁⋯W_{L−1}, G = FᵀF/n and q = Fᵀy/n, so the minimiser is the ridge
-    readout (FᵀF + nλI)⁻¹Fᵀy (REFERENCES §3). gram (I, h, h) is shared by blocks of runs as Σ is.
+    readout (FᵀF + nλI)⁻¹Fᵀy (docs/references.md §3). gram (I, h, h) is shared by blocks of runs as Σ is.
     """
     c = c0.clone()
     for step in range(settings.steps + 1):
