@@ -4,7 +4,7 @@ v(x_T) is the log-odds of the true class y when only the players in T are presen
 
     v(x_T) = log p(y | x_T) / (1 − p(y | x_T)) = z_y − logsumexp_{c≠y} z_c,
 
-computed from the logits z (stable form; Ren et al. 2023, Li & Zhang 2023, sjtu-xai-lab). An
+computed from the logits z (stable form, as the SJTU XAI lab's code; docs/references.md §1). An
 absent player is replaced by the baseline: for images the value 0 after normalisation (the
 dataset mean), for text a baseline word embedding (the ``[MASK]`` token's) at the embedding level,
 with the attention mask kept. Positions that belong to no player stay present.

@@ -10,9 +10,9 @@ stay present"), for images and text alike.
 * CUB parts: ``transferscope.data.cub.part_player_masks`` (disjoint discs around annotated parts,
   see docs/datasets.md); only images with enough usable parts can be samples.
 * Text: whitespace-separated words; a word's players mask is all tokens the tokenizer made of it.
-  Following Li & Zhang (generalizable-interaction, sjtu-xai-lab), a sentence with more words than
-  players gets ``n`` of them drawn at random (seeded per sample, kept in sentence order); the
-  other words and the special tokens stay present.
+  Following Chen et al. 2024 (generalizable-interaction; docs/references.md §1), a sentence
+  with more words than players gets ``n`` of them drawn at random (seeded per sample, kept in
+  sentence order); the other words and the special tokens stay present.
 """
 
 from __future__ import annotations
