@@ -152,3 +152,36 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_game(cnn):
     assert max(limited.batches) == 8 and sum(limited.batches) == 3 * 16
     with pytest.raises(RuntimeError, match="one masked input does not fit"), pytest.warns(UserWarning):  # fmt: skip
         image_game(MemoryLimited(cnn, limit=0), x, y, players, batch_size=4)
+
+
+class FlagRecorder(nn.Module):
+    """Logits of zeros; records the TF32 settings seen during each forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        self.scale = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+                 torch.get_float32_matmul_precision())  # fmt: skip
+        self.seen.append(flags)
+        return torch.zeros(len(x), 2) + self.scale
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fp32_games_run_with_tf32_off_and_settings_restored(precision):
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
+    torch.set_float32_matmul_precision("high")
+    try:
+        model = FlagRecorder()
+        x, y = torch.zeros(2, 1, 4, 4), torch.tensor([0, 1])
+        image_game(model, x, y, grid_player_masks(4, 4, 2), precision=precision, batch_size=8)
+        expected = (False, False, "highest") if precision == "fp32" else (True, True, "high")
+        assert model.seen and set(model.seen) == {expected}
+        after = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+                 torch.get_float32_matmul_precision())  # fmt: skip
+        assert after == (True, True, "high")
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False
+        torch.set_float32_matmul_precision("highest")

@@ -84,14 +84,51 @@ def build_model(
 ) -> nn.Module:
     """Build the classifier a config's ``models.<label>`` entry describes.
 
-    ``pretrained`` overrides the spec (scratch runs and checkpoint loading pass False).
+    ``pretrained`` overrides the spec (scratch runs and checkpoint loading pass False). The
+    model carries ``preprocessing``, :func:`image_preprocessing` of the spec, which
+    :func:`save_checkpoint` stores with its weights.
     """
     use_pretrained = spec.get("pretrained", False) if pretrained is None else pretrained
     if spec["source"] == "timm":
-        return _build_timm(spec, num_classes, in_chans, use_pretrained)
-    if spec["source"] == "huggingface":
-        return _build_hf(spec, num_classes, use_pretrained)
-    raise ValueError(f"model source '{spec['source']}' unknown; allowed: timm, huggingface")
+        model = _build_timm(spec, num_classes, in_chans, use_pretrained)
+    elif spec["source"] == "huggingface":
+        model = _build_hf(spec, num_classes, use_pretrained)
+    else:
+        raise ValueError(f"model source '{spec['source']}' unknown; allowed: timm, huggingface")
+    # from the spec, not the override: a scratch run sees the inputs its fine-tuned twin sees
+    model.preprocessing = image_preprocessing(spec)
+    return model
+
+
+def image_preprocessing(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The input normalisation a timm model's pre-trained weights expect, from timm's
+    ``pretrained_cfg`` of its name (offline, no download): ``mean``, ``std`` (per channel, of
+    pixels in [0, 1]), ``input_size`` (C, H, W), ``interpolation``, ``fixed_input_size`` and
+    ``source``. None for models without pre-trained weights (or not from timm): those see
+    their dataset's own statistics (``transferscope.data.normalize_images``)."""
+    if spec.get("source") != "timm" or not spec.get("pretrained"):
+        return None
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(spec["name"])
+    if cfg is None:
+        raise ValueError(
+            f"timm has no pretrained configuration for '{spec['name']}', so the input "
+            f"normalisation its weights expect is unknown; use a tagged name such as "
+            f"'resnet50.tv_in1k'"
+        )
+    size = list(cfg.input_size)
+    img_size = spec.get("kwargs", {}).get("img_size")  # a ViT built for another input size
+    if img_size is not None:
+        size[1:] = [img_size, img_size] if isinstance(img_size, int) else list(img_size)
+    return {
+        "mean": [float(v) for v in cfg.mean],
+        "std": [float(v) for v in cfg.std],
+        "input_size": [int(v) for v in size],
+        "interpolation": cfg.interpolation,
+        "fixed_input_size": bool(cfg.fixed_input_size),
+        "source": f"timm pretrained_cfg of {spec['name']}",
+    }
 
 
 def _build_timm(spec, num_classes, in_chans, pretrained) -> ImageClassifier:
@@ -222,6 +259,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     from safetensors.torch import save_file
 
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    preprocessing = getattr(model, "preprocessing", None)
+    if preprocessing is not None:  # absent for dataset statistics: such checkpoints stay as before
+        meta = dict(meta, preprocessing=preprocessing)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"transferscope": json.dumps(meta, sort_keys=True)})
 

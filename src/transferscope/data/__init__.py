@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from transferscope.data.format import (
     Split,
+    dataset_mean_image,
     load_split,
     manifest_hash,
     normalize_images,
@@ -22,6 +23,7 @@ from transferscope.data.registry import DATASETS, dataset_names, prepare_dataset
 __all__ = [
     "DATASETS",
     "Split",
+    "dataset_mean_image",
     "dataset_names",
     "load_split",
     "manifest_hash",

@@ -166,18 +166,45 @@ def load_arrays(
         return {key: handle.get_tensor(key) for key in keys}
 
 
-def normalize_images(x, manifest: dict[str, Any]):
-    """Stored uint8 images (N, C, H, W) as float32, standardised per channel with the dataset's
-    training mean and std: the dataset mean maps to 0 (the masking baseline)."""
+def normalize_images(x, manifest: dict[str, Any], preprocessing: dict[str, Any] | None = None):
+    """Stored uint8 images (N, C, H, W) as float32, standardised per channel: with the mean and
+    std of ``preprocessing`` (a pre-trained model's own, ``transferscope.models.
+    image_preprocessing``) when given, else with the dataset's training mean and std (so the
+    dataset mean maps to 0). One float32 copy: the arithmetic runs in place."""
     import torch
 
     if x.dtype != torch.uint8:
         raise ValueError(f"normalize_images expects the stored uint8 images, got {x.dtype}")
-    image = manifest["image"]
-    mean = torch.tensor(image["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(image["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    mean, std = _channel_stats(manifest, preprocessing)
+    out = x.to(torch.float32)
+    return out.div_(255).sub_(mean).div_(std)
+
+
+def _channel_stats(manifest: dict[str, Any], preprocessing: dict[str, Any] | None):
+    """(mean, std) as float32 (1, C, 1, 1) of the model's preprocessing or of the dataset."""
+    import torch
+
+    stats = preprocessing if preprocessing is not None else manifest["image"]
+    channels = manifest["image"]["channels"]
+    if len(stats["mean"]) != channels or len(stats["std"]) != channels:
+        raise ValueError(
+            f"{stats.get('source', 'normalisation')}: {len(stats['mean'])} channels, dataset "
+            f"'{manifest['name']}' has {channels}"
+        )
+    mean = torch.tensor(stats["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(stats["std"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel stays constant
-    return (x.to(torch.float32) / 255 - mean) / std
+    return mean, std
+
+
+def dataset_mean_image(manifest: dict[str, Any], preprocessing: dict[str, Any] | None = None):
+    """The dataset's mean pixel in the units :func:`normalize_images` produces: float32 (C, 1, 1);
+    zero under the dataset's own statistics (the "mean" masking baseline)."""
+    import torch
+
+    mean, std = _channel_stats(manifest, preprocessing)
+    dataset_mean = torch.tensor(manifest["image"]["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    return ((dataset_mean - mean) / std)[0]
 
 
 # ------------------------------------------------------------------------------------- writing

@@ -173,7 +173,7 @@ def prepare_game(settings: dict[str, Any], params: dict[str, Any], data_dir) -> 
     test = load_split(data_dir, "target", "test")
     baseline = baseline_name(params["baseline"], manifest["modality"])
     if manifest["modality"] == "image":
-        return _image_game(params, manifest, test, data_dir, baseline)
+        return _image_game(params, manifest, test, data_dir, baseline, settings["model"])
     return _text_game(settings["model"], params, test, baseline)
 
 
@@ -203,17 +203,23 @@ def _pick(test, eligible: torch.Tensor, params: dict, what: str) -> list[int]:
     return index
 
 
-def _image_game(params: dict, manifest: dict, test, data_dir, baseline: str) -> Game:
-    from transferscope.data import normalize_images
+def _image_game(params: dict, manifest: dict, test, data_dir, baseline: str, spec: dict) -> Game:
+    from transferscope.data import dataset_mean_image, normalize_images
     from transferscope.interactions.masking import check_players
     from transferscope.interactions.players import grid_player_masks
+    from transferscope.models import image_preprocessing
 
     channels, height, width = test.x.shape[-3:]
-    if baseline == "mean":
+    preprocessing = image_preprocessing(spec)  # a pre-trained model's own normalisation, or None
+    if baseline == "mean" and preprocessing is None:
         value, described = 0.0, "0 after normalisation (the dataset mean)"
+    elif baseline == "mean":
+        value = dataset_mean_image(manifest, preprocessing)
+        described = f"the dataset mean, normalised with the {preprocessing['source']}"
     else:  # black: stored pixel value 0, normalised like the images
         black = torch.zeros(1, channels, 1, 1, dtype=torch.uint8)
-        value, described = normalize_images(black, manifest)[0], "pixel value 0 (black), normalised"
+        value = normalize_images(black, manifest, preprocessing)[0]
+        described = "pixel value 0 (black), normalised"
     common = {
         "modality": "image",
         "baseline": described,
@@ -240,7 +246,7 @@ def _image_game(params: dict, manifest: dict, test, data_dir, baseline: str) -> 
         game = dict(common, players="grid", grid=grid, n_players=grid * grid)
     labels = test.y[index]
     game["labels"] = labels.tolist()
-    x = normalize_images(test.x[index], manifest)
+    x = normalize_images(test.x[index], manifest, preprocessing)
     return Game("image", index, labels, {"x": x}, players, game, value)
 
 

@@ -5,14 +5,17 @@ v(x_T) is the log-odds of the true class y when only the players in T are presen
     v(x_T) = log p(y | x_T) / (1 − p(y | x_T)) = z_y − logsumexp_{c≠y} z_c,
 
 computed from the logits z (stable form, as the SJTU XAI lab's code; docs/references.md §1). An
-absent player is replaced by the baseline: for images the value 0 after normalisation (the
-dataset mean), for text a baseline word embedding (the ``[MASK]`` token's) at the embedding level,
+absent player is replaced by the baseline: for images the dataset's mean pixel in the model's
+input units (0 under the dataset's own statistics; a pre-trained timm model's mean and std move
+it, see ``transferscope.data.dataset_mean_image``), for text a baseline word embedding (the ``[MASK]`` token's) at the embedding level,
 with the attention mask kept. Positions that belong to no player stay present.
 
 All N · 2^n masked inputs of N samples are enumerated in one flat order (sample-major; subset T
 at index Σ_{i∈T} 2^i) and evaluated in batches of ``batch_size`` under ``torch.inference_mode``
 with the model in ``eval()`` (batch norm must not see the masked copies as a batch). The forward
-pass runs in fp32 unless ``precision`` is bf16 or fp16 (autocast); v is returned in float64.
+pass runs in fp32 unless ``precision`` is bf16 or fp16 (autocast); fp32 means IEEE fp32 on the
+GPU too (TF32 convolutions and matmuls, torch's default on Ampere and newer, are turned off for
+the evaluation); v is returned in float64.
 """
 
 from __future__ import annotations
@@ -54,15 +57,34 @@ def check_players(n: int, max_players: int) -> None:
 
 
 def autocast(device: torch.device, precision: str):
-    """The autocast context of ``precision`` (a null context for fp32)."""
+    """The autocast context of ``precision`` (:func:`ieee_fp32` for fp32)."""
     if precision not in PRECISIONS:
         raise ValueError(
             f"interactions.precision = '{precision}' unknown; allowed: {sorted(PRECISIONS)}"
         )
     dtype = PRECISIONS[precision]
     if dtype is None:
-        return contextlib.nullcontext()
+        return ieee_fp32()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def ieee_fp32():
+    """TF32 off for cuDNN convolutions and CUDA matmuls inside the block, the previous settings
+    restored after (torch enables TF32 convolutions by default, so an "fp32" game would not be)."""
+    saved = (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
 
 
 def _device_of(model: nn.Module, device) -> torch.device:

