@@ -21,7 +21,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from transferscope import runtime
 from transferscope.io import atomic_path, read_json, sha256_file, write_json
-from transferscope.models import build_model, load_checkpoint, load_tokenizer, save_checkpoint
+from transferscope.models import (
+    build_model,
+    image_preprocessing,
+    load_checkpoint,
+    load_tokenizer,
+    save_checkpoint,
+)
 
 CHECKPOINT = re.compile(r"epoch_(\d{3})\.safetensors$")
 
@@ -55,7 +61,7 @@ def encode_split(split, manifest: dict, model_spec: dict) -> dict[str, torch.Ten
     from transferscope.data import normalize_images
 
     if manifest["modality"] == "image":
-        return {"x": normalize_images(split.x, manifest)}
+        return {"x": normalize_images(split.x, manifest, image_preprocessing(model_spec))}
     tokenizer = load_tokenizer(model_spec)
     enc = tokenizer(
         list(split.x),
