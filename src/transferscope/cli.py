@@ -71,7 +71,12 @@ def cmd_train(args) -> None:
     from transferscope.workflow import final_checkpoint
 
     init = final_checkpoint(args.init) if args.init and args.init.endswith(".json") else args.init
-    train_run(_settings(args), args.data, _run_dir(args.out), init, args.threads, not args.quiet)
+    train_run(_settings(args), args.data, _run_dir(args.out), init, args.threads, _progress(args))
+
+
+def _progress(args) -> bool:
+    """Progress bars unless the stage's --quiet or the global -q asks for silence."""
+    return not args.quiet and not getattr(args, "log_quiet", 0)
 
 
 def _run_dir(path: str) -> Path:
@@ -94,7 +99,7 @@ def cmd_interactions(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    extract(settings, args.data, runs, _run_dir(args.out), progress=not args.quiet)
+    extract(settings, args.data, runs, _run_dir(args.out), progress=_progress(args))
 
 
 def cmd_knowledge(args) -> None:
@@ -183,6 +188,18 @@ def cmd_plan(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transferscope", description=__doc__.splitlines()[0])
+    # own dests: a stage's --quiet (no progress bar) must not overwrite these
+    parser.add_argument(
+        "-v", "--verbose", dest="log_verbose", action="count", default=0, help="more log lines"
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        dest="log_quiet",
+        action="count",
+        default=0,
+        help="warnings and errors only (-qq: errors only); no progress bars",
+    )
     stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
 
     data = stages.add_parser("data", help="prepare or fetch datasets").add_subparsers(
@@ -310,6 +327,9 @@ def _add_selectors(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from transferscope import log
+
+    log.setup(args.log_verbose, args.log_quiet)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -30,7 +30,8 @@ samples) is reused, so an interrupted or repeated job only computes what is miss
 from __future__ import annotations
 
 import json
-import sys
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import torch
 ENGINE_VERSION = "3"  # bump when masking, players, andor or salient change their results
 META_KEY = "transferscope"
 REGIMES = ("probe", "finetune", "scratch")  # the probe stands for the pre-trained model
+log = logging.getLogger(__name__)
 SAMPLE_SEED = 0  # samples (and the words that are players) do not depend on the run's seed
 REUSE_KEYS = (
     "engine_version",
@@ -195,10 +197,9 @@ def _pick(test, eligible: torch.Tensor, params: dict, what: str) -> list[int]:
         raise ValueError(f"the target test set has no {what}, so there is no interaction sample")
     index = choose_samples(test.y, eligible, params["samples"], SAMPLE_SEED)
     if len(index) < params["samples"]:
-        print(
-            f"interactions: the target test set has only {len(index)} {what}, fewer than "
-            f"interactions.samples = {params['samples']}; using those",
-            file=sys.stderr,
+        log.warning(
+            f"the target test set has only {len(index)} {what}, fewer than "
+            f"interactions.samples = {params['samples']}; using those"
         )
     return index
 
@@ -344,10 +345,9 @@ def precision_check(model, game: Game, params: dict, device, values: torch.Tenso
         "harsanyi_max_abs_error": float(transforms.harsanyi(diff).abs().max()),
         "harsanyi_max_abs": float(transforms.harsanyi(exact).abs().max()),
     }
-    print(
-        f"interactions: precision {params['precision']}: max |v - v_fp32| = "
-        f"{check['v_max_abs_error']:.3g} (max |v| {check['v_max_abs']:.3g}) on {k} samples",
-        file=sys.stderr,
+    log.info(
+        f"precision {params['precision']}: max |v - v_fp32| = "
+        f"{check['v_max_abs_error']:.3g} (max |v| {check['v_max_abs']:.3g}) on {k} samples"
     )
     return check
 
@@ -541,17 +541,29 @@ def extract(
         model, ckpt_meta = load_model(ckpt.path, device)
         _check_checkpoint(ckpt, ckpt_meta, manifest_sha, classes)
         try:
+            tic = time.perf_counter()
             values = game_values(model, game, params, device)
+            masked = time.perf_counter() - tic
             check = precision_check(model, game, params, device, values)
             table, decomposition = interaction_table(values, game.sample_index, params, device)
         except ValueError as err:
             raise ValueError(f"{ckpt.path}: {err}") from None
+        log.info(
+            "%s/seed%d %s epoch %d: %d masked inputs, %.1f masks/s (%.2f s); AND-OR %.2f s",
+            experiment,
+            seed,
+            ckpt.regime,
+            ckpt.epoch,
+            rows,
+            rows / max(masked, 1e-9),
+            masked,
+            time.perf_counter() - tic - masked,
+        )
         if decomposition["converged"] < decomposition["samples"]:
-            print(
-                f"interactions: {ckpt.path}: the AND-OR decomposition did not converge for "
+            log.warning(
+                f"{ckpt.path}: the AND-OR decomposition did not converge for "
                 f"{decomposition['samples'] - decomposition['converged']} of "
-                f"{decomposition['samples']} samples (recorded in the cache metadata)",
-                file=sys.stderr,
+                f"{decomposition['samples']} samples (recorded in the cache metadata)"
             )
         meta = dict(
             expected,
