@@ -1,7 +1,8 @@
-# Representation and landscape analyses (issue 8) and the theory bridge (issue 9, item 6), on
-# the image experiments; text experiments are skipped and results/analyses/summary.json says so.
+# Representation and landscape analyses (docs/references.md §2) and the theory bridge (§3), on the
+# image experiments; text experiments are skipped and results/analyses/summary.json says so.
 # Extra training runs (block-shuffled, from intermediate pre-training epochs) reuse
-# `transferscope train` with settings from transferscope.analyses.settings, for analyses.seeds only.
+# `transferscope train` with settings from transferscope.analyses.settings, for analyses.seeds only;
+# the fine-tuned ones start from the shared pre-trained run (config pretrained_seed).
 
 IMAGE_EXPERIMENTS = ts_analyses.experiment_pattern(config)
 
@@ -73,7 +74,7 @@ rule finetune_from_epoch:
         gpu=lambda wildcards: gpus(),
     params:
         settings=lambda wildcards: ts_analyses.from_settings_json(config, wildcards),
-        init=ts_analyses.from_init,
+        init=lambda wildcards: ts_analyses.from_init(config, wildcards),
     shell:
         "transferscope train --settings {params.settings:q} --data {input.data} "
         "--init {params.init} --out {output} --threads {threads} 2> {log}"

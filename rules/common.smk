@@ -52,7 +52,8 @@ def interaction_settings(wildcards):
 
 
 def pretrained_summary(wildcards):
-    return ts_paths.run_summary(wildcards.experiment, "pretrain", wildcards.seed)
+    # the shared pre-trained run (config pretrained_seed), not necessarily this seed's
+    return ts_paths.pretrained_run_summary(wildcards.experiment, wildcards.seed, config)
 
 
 def regime_summaries(regimes):

@@ -1,4 +1,5 @@
-# One rule per training regime; each writes runs/{experiment}/{regime}/seed{seed}/.
+# One rule per training regime; each writes runs/{experiment}/{regime}/seed{seed}/. Probe and
+# finetune of every seed start from the one pre-training run of config pretrained_seed.
 # threads: 1 keeps CPU runs bit-reproducible whatever --cores is; parallelism is across jobs.
 
 

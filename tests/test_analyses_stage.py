@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -54,9 +55,10 @@ def runs(config, prepared, tmp_path_factory):
         train_run(settings, data, run, init, threads=1, progress=False)
         out[(variant, seed)] = run
 
+    # one pre-trained run (pretrained_seed: 0) that every probe and fine-tune seed starts from
+    train("pretrain", 0, run_settings(config, EXP, "pretrain", 0))
+    final = out[("pretrain", 0)] / "epoch_002.safetensors"
     for seed in (0, 1):
-        train("pretrain", seed, run_settings(config, EXP, "pretrain", seed))
-        final = out[("pretrain", seed)] / "epoch_002.safetensors"
         for regime in ("probe", "finetune"):
             train(regime, seed, run_settings(config, EXP, regime, seed), final)
         train("scratch", seed, run_settings(config, EXP, "scratch", seed))
@@ -115,6 +117,63 @@ def test_settings_targets_and_config_errors(config, smoke_config):
         analyses.analyses_params(dict(smoke_config, analyses={"lambdas": [0.5]}))
 
 
+def test_every_analysis_run_starts_from_the_one_pretrained_run(config):
+    """P-T/P-T comparisons need fine-tunes of one pre-trained model (docs/references.md §2)."""
+    assert config["pretrained_seed"] == 0 and config["seeds"] == [0, 1]
+    summaries = analyses.experiment_run_summaries(config, EXP)
+    pretrain = [s for s in summaries if "/pretrain/" in s]
+    assert pretrain == [f"runs/{EXP}/pretrain/seed0/summary.json"]
+    assert f"runs/{EXP}/finetune/seed1/summary.json" in summaries
+    assert f"runs/{EXP}/pretrain/seed0/summary.json" in analyses.checkpoint_run_summaries(
+        dict(config, analyses=dict(config["analyses"], seeds=[1])), EXP
+    )
+    wildcards = SimpleNamespace(experiment=EXP, seed="1", epoch="1")
+    assert (
+        analyses.from_init(config, wildcards) == f"runs/{EXP}/pretrain/seed0/epoch_001.safetensors"
+    )
+    assert analyses.from_settings(config, EXP, 1, 1)["pretrained_seed"] == 0
+    assert analyses.analysis_settings(config, EXP)["pretrained_seed"] == 0
+    own = dict(config, pretrained_seed=None)  # the old layout: each seed its own parent
+    assert analyses.from_init(own, wildcards) == f"runs/{EXP}/pretrain/seed1/epoch_001.safetensors"
+    assert [s for s in analyses.experiment_run_summaries(own, EXP) if "/pretrain/" in s] == [
+        f"runs/{EXP}/pretrain/seed{s}/summary.json" for s in (0, 1)
+    ]
+
+
+def test_pt_pairs_are_fine_tunes_of_the_same_pretrained_model(analysed, runs):
+    out_dir, summary = analysed
+    shared = pairwise.model_pairs([0, 1, 2], {0: "P", 1: "P", 2: "P"})
+    assert [(a[1], b[1]) for t, a, b in shared if t == "P-T/P-T"] == [(0, 1), (0, 2), (1, 2)]
+    own = pairwise.model_pairs([0, 1, 2], {0: "P0", 1: "P1", 2: "P2"})
+    assert not [p for p in own if p[0] == "P-T/P-T"]
+    assert len([p for p in own if p[0] == "RI-T/RI-T"]) == 3  # scratch runs share nothing
+
+    # both fine-tunes (and probes) started from the one pre-trained checkpoint
+    pretrained = runs[("pretrain", 0)] / "epoch_002.safetensors"
+    assert summary["models"]["pretrained_seed"] == {0: 0, 1: 0}
+    assert summary["models"]["P-T/P-T pairs"].endswith("seed0-seed1")
+    assert {summary["models"]["checkpoints"][("P weights", s)] for s in (0, 1)} == {str(pretrained)}
+    barriers = pl.read_parquet(out_dir / "barriers.parquet").filter(
+        pl.col("pair_type") == "P-T/P-T"
+    )
+    assert barriers.select("seed_a", "seed_b").rows() == [(0, 1)]
+    spectra = pl.read_parquet(out_dir / "spectra_summary.parquet")
+    assert spectra.filter(pl.col("model") == "P")["seed"].unique().to_list() == [0]
+
+
+def test_a_fine_tune_of_another_pretrained_model_is_an_error(config, runs, prepared, tmp_path):
+    """A P-T run that did not start from the configured pre-trained run is not compared."""
+    settings = dict(analyses.analysis_settings(config, EXP), pretrained_seed=None)
+    summaries = _summaries(runs, ("pretrain", "probe", "finetune", "scratch"))
+    with pytest.raises(FileNotFoundError, match=rf"runs/{EXP}/pretrain/seed1/summary.json"):
+        stage.run_analyses(settings, prepared["digits"], summaries, tmp_path / "summary.json")
+    from transferscope.analyses.runs import collect_runs
+
+    found = collect_runs(summaries, EXP)
+    with pytest.raises(ValueError, match="scratch/seed1.*did not start from"):
+        stage._parent_checkpoint(found[("pretrain", 0)], found[("scratch", 1)])
+
+
 def test_schema_defaults_match_the_stage_defaults():
     """Once the schema lists analyses keys, their defaults must be the stage's."""
     import yaml
@@ -159,6 +218,15 @@ def test_run_analyses_writes_every_output(analysed):
     assert written["barrier"]["bn_recomputed"] is True
     assert written["cka"]["modules"][-1] == "backbone" and written["cka"]["reduce"] == "pool"
     assert pl.read_parquet(out_dir / "barriers.parquet")["bn_recomputed"].all()
+    # the grid actually run is stated; an argmin on its edge is a bound, not a value
+    crit = pl.read_parquet(out_dir / "criticality.parquet")
+    assert (crit["grid"] == "2 α in [0, 1] × 1 σ in [0.1, 0.1], 1 draws").all()
+    assert written["criticality"]["grid"] == crit["grid"][0]
+    edge = crit.filter(pl.col("on_grid_edge"))
+    assert edge.height == written["criticality"]["on_grid_edge"]
+    assert edge["criticality"].is_null().all()
+    assert edge["criticality_upper_bound"].is_not_null().all()
+    assert crit.filter(~pl.col("on_grid_edge"))["criticality_upper_bound"].is_null().all()
 
 
 def test_mistake_counts_add_up_to_the_evaluated_samples(analysed):

@@ -63,3 +63,22 @@ def test_unknown_timm_model_lists_close_matches():
 
     with pytest.raises(ValueError, match="close matches: .*resnet18"):
         build_model({"source": "timm", "name": "resnet18x"}, 2, 1)
+
+
+def test_probe_and_finetune_seeds_start_from_one_pretrained_run(raw):
+    from transferscope.config import pretrained_seed, pretrained_seeds, run_settings
+
+    config = validate_config(raw)
+    assert config["pretrained_seed"] == 0 and config["seeds"] == [0, 1]
+    for regime in ("probe", "finetune"):
+        parents = {
+            run_settings(config, "digits_resnet", regime, s)["pretrained_seed"] for s in (0, 1)
+        }
+        assert parents == {0}
+    assert "pretrained_seed" not in run_settings(config, "digits_resnet", "scratch", 1)
+    assert pretrained_seeds(config) == [0]
+    assert pretrained_seeds(dict(config, pretrained_seed=1)) == [1]
+    own = validate_config(dict(raw, pretrained_seed=None))  # each seed its own pre-training
+    assert [pretrained_seed(own, s) for s in (0, 1)] == [0, 1] and pretrained_seeds(own) == [0, 1]
+    with pytest.raises(ConfigError, match="pretrained_seed"):
+        validate_config(dict(raw, pretrained_seed=-1))

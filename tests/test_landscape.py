@@ -217,6 +217,57 @@ def test_criticality_infeasible_is_inf_and_bad_inputs_are_errors():
         _criticality(_cnn(0), _cnn(0, width=5).state_dict(), final, "0")
 
 
+def _quadratic_criticality(alphas, sigmas):
+    """One weight moved from 0 to 1; loss (w − 1)² + 1, so the constraint (threshold 1.01) is
+    E[(α + σu − 1)²] ≤ 0.01 ≈ (1 − α)² + σ² ≤ 0.01: known feasible points."""
+    model = nn.Linear(1, 1, bias=False)
+    init, final = {"weight": torch.zeros(1, 1)}, {"weight": torch.ones(1, 1)}
+    return module_criticality(
+        model,
+        init,
+        final,
+        "weight",
+        lambda m: float((m.weight.detach() - 1.0).pow(2).sum() + 1.0),
+        alphas=alphas,
+        sigmas=sigmas,
+        draws=10,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def test_criticality_on_the_grid_edge_is_a_bound_not_a_value():
+    # bracketed: α = 0.95 passes at σ = 0.03, not at σ = 1; α = 1 is not needed
+    inside = _quadratic_criticality([0.0, 0.5, 0.95, 1.0], [0.001, 0.03, 1.0])
+    assert (inside.alpha, inside.sigma) == (0.95, 0.03) and not inside.on_grid_edge
+    row = inside.summary()
+    assert row["criticality"] == pytest.approx(0.95**2 / 0.03**2)
+    assert row["criticality_upper_bound"] is None and row["grid_edge"] is None
+    assert row["grid"] == "4 α in [0, 1] × 3 σ in [0.001, 1], 10 draws"
+
+    # the same module on a σ range that stops at 0.03: met at the grid's largest σ
+    capped = _quadratic_criticality([0.0, 0.5, 0.95, 1.0], [0.001, 0.01, 0.03])
+    assert capped.sigma == 0.03 and capped.on_grid_edge and "largest σ" in capped.edge
+    row = capped.summary()
+    assert row["criticality"] is None and row["on_grid_edge"]
+    assert row["criticality_upper_bound"] == pytest.approx(0.95**2 / 0.03**2)
+
+    # without α = 0.95 on the grid, only the final weights pass: met at the largest α
+    unrewound = _quadratic_criticality([0.0, 0.5, 1.0], [0.001, 0.03, 1.0])
+    assert (unrewound.alpha, unrewound.sigma) == (1.0, 0.03)
+    assert unrewound.on_grid_edge and "largest α" in unrewound.edge
+    assert unrewound.summary()["criticality"] is None
+
+    # only the smallest σ passes at the argmin α
+    floor = _quadratic_criticality([0.0, 0.5, 0.95, 1.0], [0.03, 0.5, 1.0])
+    assert floor.sigma == 0.03 and "smallest σ" in floor.edge
+
+    # μ = 0 (α = 0 passes) and μ = inf (nothing passes) are not edge values
+    init, final = _cnn(0).state_dict(), _trained(0).state_dict()
+    assert not _criticality(_cnn(0), init, final, "0", eps_rel=-0.5).on_grid_edge
+    lenient = _criticality(_cnn(0), init, final, "0", eps_rel=100.0)
+    assert lenient.criticality == 0.0 and not lenient.on_grid_edge
+
+
 def test_module_names_by_depth():
     model = nn.Sequential(
         nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
@@ -293,6 +344,7 @@ def test_landscape_figures_write_pngs(tmp_path):
     plot_criticality_bars(
         {"P-T": {r.module: r.criticality for r in results}, "RI-T": {"0": np.inf, "4": 0.0}},
         paths["bars"],
+        bounds={"P-T": {"0"}},  # drawn pale and marked ≤
     )
     plot_spectra(spectra, paths["spectra"])
     for path in paths.values():

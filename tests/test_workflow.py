@@ -38,14 +38,40 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def test_dry_run_lists_every_stage(smoke_config):
-    counts = job_counts(snakemake(ROOT, "-n", "-F", "--configfile", "config/smoke.yaml").stdout)
+    dry = snakemake(ROOT, "-n", "-F", "-p", "--configfile", "config/smoke.yaml").stdout
+    counts = job_counts(dry)
     experiments, seeds = len(smoke_config["experiments"]), len(smoke_config["seeds"])
-    for regime in ("pretrain", "probe", "finetune", "scratch"):
+    assert counts["pretrain"] == experiments  # one pre-trained run per experiment (seed 0)
+    for regime in ("probe", "finetune", "scratch"):
         assert counts[regime] == experiments * seeds
+    # every probe and fine-tune seed, block-shuffled ones included, starts from that one run
+    inits = re.findall(r"--init (\S+) --out runs/(\w+)/(probe|finetune\S*)/seed(\d+)/", dry)
+    assert {(exp, regime, seed) for _, exp, regime, seed in inits} >= {
+        (exp, regime, str(s))
+        for exp in smoke_config["experiments"]
+        for regime in ("probe", "finetune")
+        for s in smoke_config["seeds"]
+    }
+    for init, exp, _, _ in inits:
+        assert init.startswith(f"runs/{exp}/pretrain/seed0/"), init
     assert counts["interactions"] == experiments * seeds
     assert counts["prepare_data"] == len(smoke_config["datasets"])
     for rule in ("training_curves", "knowledge_transfer", "knowledge_report", "figure_convergence"):
         assert counts[rule] == 1
+
+
+def test_run_summaries_pretrain_only_the_shared_parent(smoke_config):
+    from transferscope.workflow import pretrained_run_summary, run_summaries
+
+    runs = run_summaries(smoke_config)
+    assert [r for r in runs if "/pretrain/" in r] == [
+        f"runs/{exp}/pretrain/seed0/summary.json" for exp in smoke_config["experiments"]
+    ]
+    assert pretrained_run_summary("digits_resnet", 1, smoke_config).endswith(
+        "pretrain/seed0/summary.json"
+    )
+    own = dict(smoke_config, pretrained_seed=None)
+    assert len([r for r in run_summaries(own) if "/pretrain/" in r]) == 2 * len(own["experiments"])
 
 
 def test_snakemake_lint_is_clean():

@@ -101,7 +101,7 @@ def run_settings(config: dict[str, Any], experiment: str, regime: str, seed: int
             f"experiment '{experiment}' unknown; allowed: {sorted(config['experiments'])}"
         )
     spec = config["experiments"][experiment]
-    return {
+    settings = {
         "experiment": experiment,
         "regime": regime,
         "seed": int(seed),
@@ -110,6 +110,20 @@ def run_settings(config: dict[str, Any], experiment: str, regime: str, seed: int
         "training": training_settings(config, experiment, regime),
         "device": config.get("device", "auto"),
     }
+    if regime in ("probe", "finetune"):  # recorded, so a new parent reruns the run
+        settings["pretrained_seed"] = pretrained_seed(config, seed)
+    return settings
+
+
+def pretrained_seed(config: dict[str, Any], seed: int | str) -> int:
+    """Seed of the pre-training run that the probe and fine-tune runs of ``seed`` start from."""
+    shared = config.get("pretrained_seed", 0)  # the schema's default
+    return int(seed) if shared is None else int(shared)
+
+
+def pretrained_seeds(config: dict[str, Any]) -> list[int]:
+    """The pre-training runs that the configured seeds start from (only these are trained)."""
+    return sorted({pretrained_seed(config, s) for s in config["seeds"]})
 
 
 def epochs(config: dict[str, Any], experiment: str, regime: str) -> int:

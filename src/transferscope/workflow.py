@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from transferscope.config import REGIMES
+from transferscope.config import REGIMES, pretrained_seed, pretrained_seeds
 
 
 def data_dir(dataset: str) -> str:
@@ -23,6 +23,11 @@ def run_dir(experiment: str, regime: str, seed: int | str) -> str:
 
 def run_summary(experiment: str, regime: str, seed: int | str) -> str:
     return f"{run_dir(experiment, regime, seed)}/summary.json"
+
+
+def pretrained_run_summary(experiment: str, seed: int | str, config: dict[str, Any]) -> str:
+    """The pre-training run that the probe and fine-tune runs of ``seed`` start from."""
+    return run_summary(experiment, "pretrain", pretrained_seed(config, seed))
 
 
 def interactions_dir(experiment: str, seed: int | str) -> str:
@@ -43,11 +48,12 @@ def final_checkpoint(summary_or_run: str | Path) -> Path:
 
 
 def run_summaries(config: dict[str, Any], regimes=REGIMES) -> list[str]:
+    """Every training run of the grid; pre-training only for the seeds that others start from."""
     return [
         run_summary(exp, regime, seed)
         for exp in config["experiments"]
         for regime in regimes
-        for seed in config["seeds"]
+        for seed in (pretrained_seeds(config) if regime == "pretrain" else config["seeds"])
     ]
 
 

@@ -7,11 +7,21 @@ For one module with initial weights θ⁰ and final weights θ^F (all other modu
     μ = min_{(α, σ) on the grid} α²‖θ^F − θ⁰‖²_F / σ²
         subject to  E_{u ~ N(0, σ²I)} L(θ_α + u) ≤ (1 + ε_rel) · L(θ^F),
 
-the expectation estimated by the mean over ``draws`` noise samples. Grid and threshold as
-in the reference code (google-research/meta-dataset `analysis/transferability/
-criticality.py`): α = linspace(0, 1, 11), σ = linspace(1e-16, 1, 11), 10 draws,
-ε_rel = 0.01. A small μ means the module can be rewound towards its initial value while
-staying in a wide valley: a non-critical module.
+the expectation estimated by the mean over ``draws`` noise samples. The reference code
+(google-research/meta-dataset `analysis/transferability/criticality.py`, docs/references.md §2)
+uses α = linspace(0, 1, 11), σ = linspace(1e-16, 1, 11), 10 draws, ε_rel = 0.01: this
+function's defaults. The workflow runs the grid of the config's ``analyses.criticality``
+(default 5 α × 4 σ geometric in [0.001, 0.1], 2 draws, to fit the default run), and every
+result carries the grid it was computed on (``grid``). A small μ means the module can be rewound
+towards its initial value while staying in a wide valley: a non-critical module.
+
+On a grid, μ is bracketed only when its argmin has grid neighbours on every side. When the
+argmin sits on the grid's edge it is not a measurement but an upper bound (``on_grid_edge``;
+``summary()`` then reports ``criticality`` as null beside ``criticality_upper_bound``):
+at the largest σ, a larger noise scale might also meet the constraint with a smaller score;
+at the smallest σ (of several), a smaller σ with a smaller α might; at the largest α, the
+constraint is met only without rewinding on the grid, so μ measures the noise scale alone.
+μ = 0 (met at α = 0, or an unchanged module) is exact, not an edge.
 
 Choices not fixed by the sources: the noise is added to the module's parameters only
 (its BatchNorm buffers stay final); the model is evaluated in eval() mode; a module whose
@@ -51,10 +61,38 @@ class CriticalityResult:
     final_loss: float
     threshold: float  # (1 + ε_rel) · final_loss
     distance_sq: float  # ‖θ^F − θ⁰‖²_F over the module's parameters
+    draws: int = 1
 
     @property
     def feasible(self) -> np.ndarray:
         return self.losses <= self.threshold
+
+    @property
+    def grid(self) -> str:
+        """The grid searched, in words (it differs from the reference's 11 α × 11 σ, 10 draws)."""
+        return (
+            f"{self.alphas.size} α in [{self.alphas.min():.3g}, {self.alphas.max():.3g}] × "
+            f"{self.sigmas.size} σ in [{self.sigmas.min():.3g}, {self.sigmas.max():.3g}], "
+            f"{self.draws} draws"
+        )
+
+    @property
+    def edge(self) -> str | None:
+        """Why the argmin is on the grid's edge (μ is then an upper bound), or None."""
+        if self.alpha is None or self.criticality == 0.0:
+            return None  # infeasible everywhere (μ = inf) or exactly 0
+        reasons = []
+        if self.alpha == self.alphas.max():
+            reasons.append(f"met only at the largest α ({self.alpha:.3g}): no rewinding passes")
+        if self.sigma == self.sigmas.max():
+            reasons.append(f"at the largest σ ({self.sigma:.3g}): a larger σ may pass")
+        elif self.sigma == self.sigmas.min() and self.sigmas.size > 1:
+            reasons.append(f"at the smallest σ ({self.sigma:.3g}): a smaller σ may score lower")
+        return "; ".join(reasons) or None
+
+    @property
+    def on_grid_edge(self) -> bool:
+        return self.edge is not None
 
     def grid_frame(self) -> pl.DataFrame:
         """Long table (module, alpha, sigma, loss, feasible) for heat maps."""
@@ -70,9 +108,14 @@ class CriticalityResult:
         )
 
     def summary(self) -> dict:
+        """One table row: μ, or null and an upper bound when the argmin is on the grid's edge."""
         return {
             "module": self.module,
-            "criticality": self.criticality,
+            "criticality": None if self.on_grid_edge else self.criticality,
+            "criticality_upper_bound": self.criticality if self.on_grid_edge else None,
+            "on_grid_edge": self.on_grid_edge,
+            "grid_edge": self.edge,
+            "grid": self.grid,
             "alpha": self.alpha,
             "sigma": self.sigma,
             "final_loss": self.final_loss,
@@ -194,4 +237,5 @@ def module_criticality(
         final_loss=final_loss,
         threshold=threshold,
         distance_sq=distance_sq,
+        draws=draws,
     )

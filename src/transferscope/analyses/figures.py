@@ -105,7 +105,8 @@ def plot_criticality_heatmaps(
         ax.scatter(a_idx, s_idx, s=6, color="white")
         ax.set_xticks(range(result.alphas.size), [f"{a:.1f}" for a in result.alphas], fontsize=5)
         ax.set_yticks(range(result.sigmas.size), [f"{s:.2g}" for s in result.sigmas], fontsize=5)
-        ax.set_title(f"{result.module}  μ={result.criticality:.3g}", fontsize=8)
+        relation = "≤" if result.on_grid_edge else "="  # an edge argmin only bounds μ
+        ax.set_title(f"{result.module}  μ{relation}{result.criticality:.3g}", fontsize=8)
         ax.set_xlabel("α", fontsize=7)
         ax.set_ylabel("σ", fontsize=7)
     for ax in axes[len(results) :]:
@@ -116,13 +117,18 @@ def plot_criticality_heatmaps(
 
 
 def plot_criticality_bars(
-    criticality: Mapping[str, Mapping[str, float]], path: str | os.PathLike, title: str = ""
+    criticality: Mapping[str, Mapping[str, float]],
+    path: str | os.PathLike,
+    title: str = "",
+    bounds: Mapping[str, set[str]] | None = None,
 ) -> None:
     """Grouped bars of μ per module, one group member per model (e.g. P-T vs RI-T).
 
     ``criticality`` maps model label → module → μ. Symmetric-log axis (μ spans decades and
-    can be 0); infeasible modules (μ = inf) are drawn as hatched bars marked ∞.
+    can be 0); infeasible modules (μ = inf) are drawn as hatched bars marked ∞; the modules in
+    ``bounds[label]`` (argmin on the grid's edge) as pale bars marked ≤: upper bounds only.
     """
+    bounds = bounds or {}
     modules = list(dict.fromkeys(m for values in criticality.values() for m in values))
     finite = [v for values in criticality.values() for v in values.values() if np.isfinite(v)]
     top = max(finite, default=1.0) * 10 or 1.0
@@ -133,7 +139,12 @@ def plot_criticality_bars(
     for k, (label, values) in enumerate(criticality.items()):
         mu = np.array([values.get(m, np.nan) for m in modules], dtype=float)
         infinite = np.isinf(mu)
-        ax.bar(x + k * width, np.where(infinite, np.nan, mu), width, label=label, color=f"C{k}")
+        edge = np.array([m in bounds.get(label, ()) for m in modules], dtype=bool)
+        measured = np.where(infinite | edge, np.nan, mu)
+        ax.bar(x + k * width, measured, width, label=label, color=f"C{k}")
+        ax.bar(x + k * width, np.where(edge, mu, np.nan), width, color=f"C{k}", alpha=0.35)
+        for xi in x[edge & np.isfinite(mu)]:
+            ax.text(xi + k * width, mu[xi], "≤", ha="center", va="bottom", color=f"C{k}")
         for xi in x[infinite]:
             ax.bar(xi + k * width, top, width, fill=False, hatch="//", edgecolor=f"C{k}")
             ax.text(xi + k * width, top, "∞", ha="center", va="bottom", color=f"C{k}")

@@ -118,10 +118,15 @@ def criticality_figures(results, seed, out_dir: Path, exp: str) -> None:
         title=f"{exp} seed{seed}: mean perturbed loss over (α, σ); dots: within (1+ε)·final loss",
     )
     bars: dict[str, dict[str, float]] = {}
+    bounds: dict[str, set[str]] = {}
     for role, s, r in results:
         bars.setdefault(f"{role} seed{s}", {})[r.module] = r.criticality
+        if r.on_grid_edge:
+            bounds.setdefault(f"{role} seed{s}", set()).add(r.module)
     plot_criticality_bars(
         bars,
         out_dir / "criticality_bars.png",
-        title=f"{exp}: module criticality (θ⁰: P for P-T, RI for RI-T; hatched: infeasible)",
+        title=f"{exp}: module criticality on {results[0][2].grid} (θ⁰: P for P-T, RI for "
+        "RI-T; hatched: infeasible; pale ≤: argmin on the grid's edge, an upper bound)",
+        bounds=bounds,
     )

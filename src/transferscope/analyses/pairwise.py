@@ -65,12 +65,21 @@ PAIR_TYPES = ("P-T/P", "RI-T/P", "P-T/P-T", "RI-T/RI-T", "P-T/RI-T")
 BARRIER_PAIR_TYPES = ("P-T/P-T", "RI-T/RI-T", "P-T/RI-T")
 
 
-def model_pairs(seeds: list[int]) -> list[tuple[str, tuple[str, int], tuple[str, int]]]:
+def model_pairs(
+    seeds: list[int], parents: dict[int, object]
+) -> list[tuple[str, tuple[str, int], tuple[str, int]]]:
     """(pair type, model a, model b), models as (role, seed). P-T/RI-T pairs share a seed;
-    same-role pairs are all unordered seed pairs (none with a single seed)."""
+    RI-T/RI-T pairs are all unordered seed pairs; P-T/P-T pairs only those whose fine-tunes
+    start from the same pre-trained model (``parents``: seed -> its pre-trained model), since
+    fine-tunes of different pre-trained models need not share a basin (docs/references.md §2).
+    """
     pairs = [("P-T/P", ("P-T", s), ("P", s)) for s in seeds]
     pairs += [("RI-T/P", ("RI-T", s), ("P", s)) for s in seeds]
-    pairs += [("P-T/P-T", ("P-T", s), ("P-T", t)) for s, t in combinations(seeds, 2)]
+    pairs += [
+        ("P-T/P-T", ("P-T", s), ("P-T", t))
+        for s, t in combinations(seeds, 2)
+        if parents[s] == parents[t]
+    ]
     pairs += [("RI-T/RI-T", ("RI-T", s), ("RI-T", t)) for s, t in combinations(seeds, 2)]
     pairs += [("P-T/RI-T", ("P-T", s), ("RI-T", s)) for s in seeds]
     return pairs

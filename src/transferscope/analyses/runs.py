@@ -42,6 +42,17 @@ class Run:
     def label(self) -> str:
         return f"{self.variant} seed{self.seed} ({self.final})"
 
+    def init_sha256(self) -> str | None:
+        """Hash of the checkpoint this run started from (recorded by the trainer), if any."""
+        from transferscope.io import read_json
+
+        path = self.dir / "settings.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: not found; rerun the training run {self.summary_path}"
+            )
+        return read_json(path).get("init_checkpoint_sha256")
+
 
 def collect_runs(summaries, experiment: str) -> dict[tuple[str, int], Run]:
     """(variant, seed) -> Run for the given summary.json files, all of ``experiment``."""

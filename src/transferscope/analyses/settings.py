@@ -14,7 +14,13 @@ import math
 import re
 from typing import Any
 
-from transferscope.config import ConfigError, epochs, run_settings
+from transferscope.config import (
+    ConfigError,
+    epochs,
+    pretrained_seed,
+    pretrained_seeds,
+    run_settings,
+)
 from transferscope.workflow import run_dir as _run_dir
 from transferscope.workflow import run_summary
 
@@ -259,6 +265,7 @@ def analysis_settings(config: dict[str, Any], experiment: str, part: str = "mode
         "device": config.get("device", "auto"),
         "dpi": int(config.get("figures", {}).get("dpi", 120)),
         "analysis_seeds": analysis_seeds(config),
+        "pretrained_seed": config.get("pretrained_seed", 0),  # read through pretrained_seed()
     }
     if part == "models":
         keep = ("eval_samples", "lambdas", "bn_samples", "cka", "criticality", "gallery", "ridge")
@@ -311,7 +318,8 @@ def shuffle_settings(
 def from_settings(
     config: dict[str, Any], experiment: str, seed: int | str, epoch: int | str
 ) -> dict:
-    """Settings of a fine-tune run initialised from pre-training epoch ``epoch``."""
+    """Settings of a fine-tune run initialised from epoch ``epoch`` of the pre-training run
+    that ``seed`` starts from (``pretrained_seed``)."""
     final = epochs(config, experiment, "pretrain")
     if not 0 <= int(epoch) < final:
         raise ConfigError(
@@ -324,6 +332,7 @@ def from_settings(
 
 
 def pretrain_checkpoint(experiment: str, seed: int | str, epoch: int | str) -> str:
+    """Epoch ``epoch`` of the pre-training run of seed ``seed`` (a pre-training seed)."""
     return f"{_run_dir(experiment, 'pretrain', seed)}/epoch_{int(epoch):03d}.safetensors"
 
 
@@ -332,11 +341,12 @@ def analyses_dir(experiment: str | None = None) -> str:
 
 
 def experiment_run_summaries(config: dict[str, Any], experiment: str) -> list[str]:
-    """Every regime and seed of one experiment: the inputs of the per-experiment analysis."""
+    """Every regime and seed of one experiment (pre-training: the runs the seeds start from):
+    the inputs of the per-experiment analysis."""
     return [
         run_summary(experiment, regime, seed)
         for regime in ("pretrain", "probe", "finetune", "scratch")
-        for seed in config["seeds"]
+        for seed in (pretrained_seeds(config) if regime == "pretrain" else config["seeds"])
     ]
 
 
@@ -355,10 +365,12 @@ def reuse_run_summaries(config: dict[str, Any], experiment: str) -> list[str]:
 
 def checkpoint_run_summaries(config: dict[str, Any], experiment: str) -> list[str]:
     ks = pretrain_epochs(config, experiment)
-    return [
+    seeds = analysis_seeds(config)
+    parents = sorted({pretrained_seed(config, s) for s in seeds})
+    return [run_summary(experiment, "pretrain", p) for p in parents] + [
         run_summary(experiment, variant, seed)
-        for seed in analysis_seeds(config)
-        for variant in ("pretrain", "finetune", "scratch", *(from_variant(k) for k in ks))
+        for seed in seeds
+        for variant in ("finetune", "scratch", *(from_variant(k) for k in ks))
     ]
 
 
@@ -395,5 +407,7 @@ def from_settings_json(config: dict[str, Any], wildcards) -> str:
     )
 
 
-def from_init(wildcards) -> str:
-    return pretrain_checkpoint(wildcards.experiment, wildcards.seed, wildcards.epoch)
+def from_init(config: dict[str, Any], wildcards) -> str:
+    """The intermediate checkpoint of the pre-training run that this seed starts from."""
+    parent = pretrained_seed(config, wildcards.seed)
+    return pretrain_checkpoint(wildcards.experiment, parent, wildcards.epoch)

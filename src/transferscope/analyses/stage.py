@@ -1,4 +1,5 @@
-"""Workflow stages of the representation and landscape analyses (issues #8 and #9 item 6).
+"""Workflow stages of the representation and landscape analyses (docs/references.md §2) and
+the theory bridge (docs/references.md §3).
 
 Names: P = pre-trained model, P-T = fine-tuned from P, RI = random initialisation (a scratch
 run's epoch_000), RI-T = trained from RI (scratch). Every per-experiment stage works on the
@@ -26,7 +27,9 @@ P's *features* on the target task come from the probe run's final checkpoint, wh
 is P's frozen backbone (BatchNorm statistics included) and whose head has the target's classes,
 so it has P-T's architecture and can be compared with it tensor by tensor (its head is left
 out of weight distances). θ⁰ of module criticality is the initial checkpoint of the run being
-analysed: P's backbone (plus the fresh head) for P-T, RI for RI-T.
+analysed: P's backbone (plus the fresh head) for P-T, RI for RI-T. The pre-trained run of a
+seed is the one its probe and fine-tune start from (config ``pretrained_seed``); P-T/P-T pairs
+are fine-tunes of the same pre-trained checkpoint, as the trainers recorded it.
 
 """
 
@@ -72,7 +75,7 @@ from transferscope.analyses.settings import (
     sigma_grid,
 )
 from transferscope.analyses.summaries import bridge_table, headline, spectra_summary
-from transferscope.config import ConfigError
+from transferscope.config import ConfigError, pretrained_seed
 
 BN_NOTE = (
     "BatchNorm running statistics recomputed on target training data for every interpolated "
@@ -82,6 +85,22 @@ BN_NOTE = (
 
 # ----------------------------------------------------------------------------------------------
 # the per-experiment stage
+
+
+def _parent_checkpoint(pretrain, *runs) -> str:
+    """Hash of ``pretrain``'s final checkpoint, which every one of ``runs`` must have started
+    from (a run trained from another pre-trained model is an error naming both)."""
+    from transferscope.io import sha256_file
+
+    sha = sha256_file(pretrain.final)
+    for run in runs:
+        if run.init_sha256() != sha:
+            raise ValueError(
+                f"{run.summary_path}: this run did not start from {pretrain.final}, the "
+                f"pre-trained run that seed {run.seed} starts from (config pretrained_seed); "
+                f"rerun it (`snakemake -R {run.variant}`)"
+            )
+    return sha
 
 
 def _skip(out: Path, settings: dict, reason: str) -> dict:
@@ -131,10 +150,12 @@ def run_analyses(
 
     # models: (role, seed) -> eval-mode model; states for interpolation and criticality
     t0 = time.perf_counter()
-    models, states, weights_of = {}, {}, {}
+    models, states, weights_of, parents = {}, {}, {}, {}
     for s in seeds:
-        pre, probe = _need(run_map, exp, "pretrain", s), _need(run_map, exp, "probe", s)
+        pre = _need(run_map, exp, "pretrain", pretrained_seed(settings, s))
+        probe = _need(run_map, exp, "probe", s)
         ft, sc = _need(run_map, exp, "finetune", s), _need(run_map, exp, "scratch", s)
+        parents[s] = _parent_checkpoint(pre, probe, ft)
         for key, path in {
             ("P", s): probe.final,
             ("P-T", s): ft.final,
@@ -163,7 +184,7 @@ def run_analyses(
         xs, ys = (x_eval, y_eval) if n is None else (x_eval[:n], y_eval[:n])
         return evaluate(model, {"x": xs}, ys, device)
 
-    pairs = model_pairs(seeds)
+    pairs = model_pairs(seeds, parents)
     outputs: dict[str, str] = {}
 
     def table(name, frame):
@@ -281,7 +302,17 @@ def run_analyses(
                     result.grid_frame().with_columns(role=pl.lit(role), seed=pl.lit(s))
                 )
                 results.append((role, s, result))
-    table("criticality", pl.DataFrame(crit_rows))
+    crit_table = pl.DataFrame(
+        crit_rows,
+        schema_overrides={
+            "criticality": pl.Float64,
+            "criticality_upper_bound": pl.Float64,
+            "grid_edge": pl.String,
+            "alpha": pl.Float64,
+            "sigma": pl.Float64,
+        },
+    )
+    table("criticality", crit_table)
     table("criticality_grid", pl.concat(grid_frames))
     criticality_figures(results, crit_seeds[0], out_dir, exp)
     timings["criticality"] = time.perf_counter() - t0
@@ -290,24 +321,28 @@ def run_analyses(
     t0 = time.perf_counter()
     from transferscope.analyses.spectra import weight_spectra
 
+    # P once per pre-trained run, under its own (pre-training) seed
+    p_seeds = {pretrained_seed(settings, s): s for s in reversed(seeds)}
     spectra = pl.concat(
         [
+            weight_spectra(states[("P weights", s)]).with_columns(model=pl.lit("P"), seed=pl.lit(p))
+            for p, s in sorted(p_seeds.items())
+        ]
+        + [
             weight_spectra(states[key]).with_columns(model=pl.lit(role), seed=pl.lit(s))
             for s in seeds
-            for role, key in (
-                ("P", ("P weights", s)),
-                ("P-T", ("P-T", s)),
-                ("RI", ("RI", s)),
-                ("RI-T", ("RI-T", s)),
-            )
+            for role, key in (("P-T", ("P-T", s)), ("RI", ("RI", s)), ("RI-T", ("RI-T", s)))
         ]
     )
     table("spectra", spectra)
     table("spectra_summary", spectra_summary(spectra))
     from transferscope.analyses.figures import plot_spectra
 
+    shown = pl.col("seed") == pl.when(pl.col("model") == "P").then(
+        pretrained_seed(settings, seeds[0])
+    ).otherwise(seeds[0])
     plot_spectra(
-        spectra.filter(pl.col("seed") == seeds[0]).drop("seed"),
+        spectra.filter(shown).drop("seed"),
         out_dir / "spectra.png",
         title=f"{exp}: singular values of every weight matrix, seed{seeds[0]}",
     )
@@ -338,6 +373,12 @@ def run_analyses(
             "P": "probe final checkpoint for features and distances (P's frozen backbone); "
             "pretrain final checkpoint for spectra",
             "P-T": "finetune final checkpoint",
+            "pretrained_seed": {s: pretrained_seed(settings, s) for s in seeds},
+            "P-T/P-T pairs": "fine-tunes that started from the same pre-trained checkpoint: "
+            + (
+                ", ".join(f"seed{a[1]}-seed{b[1]}" for t, a, b in pairs if t == "P-T/P-T")
+                or "none (no two seeds share a pre-trained run; set pretrained_seed)"
+            ),
             "RI": "scratch epoch_000",
             "RI-T": "scratch final checkpoint",
             "checkpoints": weights_of,
@@ -368,8 +409,14 @@ def run_analyses(
             "eps_rel": crit["eps_rel"],
             "samples": min(crit["samples"], len(indices)),
             "loss": "cross-entropy on the first samples of the evaluation subset",
+            "grid": results[0][2].grid,
+            "reference_grid": "11 α × 11 σ in [1e-16, 1], 10 draws (Chatterji et al. 2020)",
+            "on_grid_edge": int(crit_table["on_grid_edge"].sum()),
+            "of": crit_table.height,
+            "edge_rule": "argmin at the largest α or at the smallest or largest σ: the "
+            "criticality column is null and criticality_upper_bound holds the grid minimum",
         },
-        "headline": headline(mistakes, cka, heights, pl.DataFrame(crit_rows), bridge, modules),
+        "headline": headline(mistakes, cka, heights, crit_table, bridge, modules),
         "tables": outputs,
         "figures": figures,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
@@ -471,7 +518,7 @@ def intermediate_checkpoints(settings: dict, runs, out: str | Path, dpi: int | N
     )
     rows = []
     for s in seeds:
-        pre = _need(run_map, exp, "pretrain", s).metrics()
+        pre = _need(run_map, exp, "pretrain", pretrained_seed(settings, s)).metrics()
         source = dict(zip(pre["epoch"].to_list(), pre["test_accuracy"].to_list()))
         for k in [*ks, final]:
             run = _need(run_map, exp, from_variant(k) if k != final else "finetune", s)
@@ -481,6 +528,7 @@ def intermediate_checkpoints(settings: dict, runs, out: str | Path, dpi: int | N
                     "experiment": exp,
                     "seed": s,
                     "pretrain_epoch": k,
+                    "pretrained_seed": pretrained_seed(settings, s),
                     "reference": False,
                     "source_test_accuracy": source.get(k),
                     "target_test_accuracy": float(m["test_accuracy"]),
@@ -495,6 +543,7 @@ def intermediate_checkpoints(settings: dict, runs, out: str | Path, dpi: int | N
                 "experiment": exp,
                 "seed": s,
                 "pretrain_epoch": None,
+                "pretrained_seed": None,
                 "reference": True,
                 "source_test_accuracy": None,
                 "target_test_accuracy": float(m["test_accuracy"]),
@@ -503,7 +552,12 @@ def intermediate_checkpoints(settings: dict, runs, out: str | Path, dpi: int | N
             }
         )
     frame = pl.DataFrame(
-        rows, schema_overrides={"pretrain_epoch": pl.Int64, "source_test_accuracy": pl.Float64}
+        rows,
+        schema_overrides={
+            "pretrain_epoch": pl.Int64,
+            "pretrained_seed": pl.Int64,
+            "source_test_accuracy": pl.Float64,
+        },
     )
     out = Path(out)
     _write_table(frame, out)

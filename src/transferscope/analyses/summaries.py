@@ -94,10 +94,17 @@ def headline(mistakes, cka, heights, crit, bridge, modules) -> dict:
         "barrier_loss": means(heights, "barrier_loss"),
         "common_mistakes": means(mistakes, "both_wrong"),
         "uncommon_mistakes": means(mistakes, "uncommon"),
+        # edge-of-grid values are bounds, not measurements: left out of the median, counted
         "criticality_median": {
-            f"{role}/{mod}": float(v)
+            f"{role}/{mod}": None if v is None else float(v)
             for role, mod, v in crit.group_by("role", "module", maintain_order=True)
             .agg(pl.col("criticality").median())
+            .iter_rows()
+        },
+        "criticality_on_grid_edge": {
+            f"{role}/{mod}": f"{int(edge)} of {int(n)}"
+            for role, mod, edge, n in crit.group_by("role", "module", maintain_order=True)
+            .agg(pl.col("on_grid_edge").sum(), pl.len())
             .iter_rows()
         },
         "transferability_mean": float(bridge["transferability"].mean()),
