@@ -65,7 +65,8 @@ def _schema_message(err: Exception) -> str:
 
 
 def check_references(config: dict[str, Any], source: str = "config") -> None:
-    """Every experiment must name a configured dataset and model."""
+    """Every experiment names a configured dataset and model, every model name resolves, and
+    the masking baseline fits every experiment: all checked before any job runs."""
     from transferscope.data.registry import dataset_names
 
     known = set(dataset_names())
@@ -82,6 +83,59 @@ def check_references(config: dict[str, Any], source: str = "config") -> None:
                     f"{source}: experiments.{exp}.{kind}: '{spec[kind]}' is not configured; "
                     f"allowed: {sorted(table)} (add it under '{kind}s:')"
                 )
+    check_models(config, source)
+    check_baseline(config, source)
+
+
+# players of a model's inputs: timm models see image patches, Hugging Face encoders words
+MODALITY = {"timm": "image", "huggingface": "text"}
+
+
+def check_models(config: dict[str, Any], source: str = "config") -> None:
+    """Every model name resolves offline: timm names against timm's registry (and pretrained
+    tags), ``package:`` names against the installed package. Hub ids need the network and are
+    checked when a job loads them."""
+    import difflib
+
+    for label, spec in config["models"].items():
+        name = spec["name"]
+        if spec["source"] == "timm":
+            import timm
+
+            arch, _, tag = name.partition(".")
+            if not timm.is_model(name):
+                close = difflib.get_close_matches(name, timm.list_models(), n=5)
+                raise ConfigError(
+                    f"{source}: models.{label}.name: timm does not know model '{name}'; close "
+                    f"matches: {close}"
+                )
+            if tag and name not in timm.list_pretrained(f"{arch}.*"):
+                raise ConfigError(
+                    f"{source}: models.{label}.name: timm model '{arch}' has no pretrained tag "
+                    f"'{tag}'; available: {timm.list_pretrained(f'{arch}.*')}"
+                )
+        elif name.startswith("package:"):
+            from transferscope.models import resolve_hf_path
+
+            try:
+                resolve_hf_path(name)
+            except ValueError as err:
+                raise ConfigError(f"{source}: models.{label}.name: {err}") from None
+
+
+def check_baseline(config: dict[str, Any], source: str = "config") -> None:
+    """``interactions.baseline`` applies to the players of every experiment's model."""
+    from transferscope.interactions.extract import BASELINES
+
+    baseline = config["interactions"]["baseline"]
+    for exp, spec in config["experiments"].items():
+        modality = MODALITY[config["models"][spec["model"]]["source"]]
+        if baseline != "auto" and baseline not in BASELINES[modality]:
+            raise ConfigError(
+                f"{source}: interactions.baseline: '{baseline}' does not apply to the "
+                f"{modality} players of experiment {exp}; use one of "
+                f"{['auto', *BASELINES[modality]]}"
+            )
 
 
 def training_settings(config: dict[str, Any], experiment: str, regime: str) -> dict[str, Any]:

@@ -46,11 +46,13 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from transferscope.io import LOCK_NAME
+
 STATE_DIR = Path(".snakemake") / "transferscope-dvc"
 LEDGER = STATE_DIR / "ledger.json"
 LOCK = STATE_DIR / "lock"
 # Files inside an artefact that neither DVC (.dvcignore) nor the fingerprint looks at.
-IGNORED_NAMES = (".snakemake_timestamp",)
+IGNORED_NAMES = (".snakemake_timestamp", LOCK_NAME)
 IGNORED_SUFFIXES = (".tmp",)
 HASH_LIMIT = 16 * 2**20
 # Files whose change can alter Snakemake's DAG (the outputs cache is keyed on their content).
@@ -247,7 +249,8 @@ def verify(root: str | Path = ".") -> list[str]:
 
     DVC records the hash it *meant* to check out, not the one it wrote: a corrupted object in
     the remote (unless the remote has ``verify = true``) or in the local cache is checked out
-    silently, and ``dvc status`` stays clean. This reads every file once.
+    silently, and ``dvc status`` stays clean. This reads every file once. Outputs with
+    ``cache: false`` (results/, committed to git) are git's to verify: DVC keeps no copy of them.
     """
     import yaml
     from dvc.repo import Repo
@@ -257,10 +260,11 @@ def verify(root: str | Path = ".") -> list[str]:
     problems: list[str] = []
     with Repo(str(root)) as repo:
         cache = repo.cache.local
+        uncached = {str(o.def_path) for s in repo.index.stages for o in s.outs if not o.use_cache}
         for stage, info in sorted(lock.get("stages", {}).items()):
             for out in info.get("outs", []):
                 path, md5 = root / out["path"], out.get("md5")
-                if md5 is None:
+                if md5 is None or out["path"] in uncached:
                     continue
                 if not md5.endswith(".dir"):
                     expected = {path: md5}
@@ -359,7 +363,9 @@ def run_stage(stage: str, extra: Sequence[str] = ()) -> None:
     _say(f"{stage}: {len(jobs)} Snakemake output(s) under {' '.join(declared)}")
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
-        raise DvcGlueError(f"stage '{stage}': snakemake failed (exit {proc.returncode})")
+        raise DvcGlueError(
+            f"stage '{stage}': snakemake failed (exit {proc.returncode}){_lock_advice()}"
+        )
     missing = [o for o in jobs if not os.path.lexists(o)]
     if missing:
         raise DvcGlueError(f"stage '{stage}': snakemake succeeded but did not write {missing}")
@@ -367,6 +373,17 @@ def run_stage(stage: str, extra: Sequence[str] = ()) -> None:
     record(jobs, prints=after)
     updated = [o for o in sorted(jobs) if after[o] != before[o]]
     _say(f"{stage}: updated {len(updated)} of {len(jobs)}: " + (" ".join(updated) or "-"))
+
+
+def _lock_advice(root: str | Path = ".") -> str:
+    """What to do when Snakemake's directory lock (left by a killed run) stopped it."""
+    locks = Path(root) / ".snakemake" / "locks"
+    if locks.is_dir() and any(locks.iterdir()):
+        return (
+            "; Snakemake's lock on this directory is held: if no snakemake process runs here "
+            "(a killed run leaves it), run `snakemake --unlock`, then rerun"
+        )
+    return ""
 
 
 def dvc_status_clean() -> tuple[bool, str]:
@@ -399,12 +416,25 @@ def sync(check: bool = True, integrity: bool = True) -> None:
     cmd = [*snakemake_command(), "--touch", "--forceall", "--cores", "1", "--quiet", "all"]
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
-        raise DvcGlueError(f"snakemake --touch failed (exit {proc.returncode})")
+        raise DvcGlueError(f"snakemake --touch failed (exit {proc.returncode}){_lock_advice()}")
     record(outputs)
     _say(f"Snakemake metadata and modification times match {len(outputs)} outputs")
 
 
+def has_remote(args: Sequence[str]) -> bool:
+    """Whether ``dvc pull ARGS`` has a remote to pull from (``-r NAME`` or a default one)."""
+    if any(a in ("-r", "--remote") or a.startswith("--remote=") for a in args):
+        return True
+    return subprocess.run(["dvc", "remote", "default"], capture_output=True).returncode == 0
+
+
 def pull(args: Sequence[str]) -> None:
+    if not has_remote(args):
+        raise DvcGlueError(
+            "no DVC remote is configured, so there is nothing to pull from; add the team's "
+            "storage once: `dvc remote add -d storage <path or s3://... or ssh://...>` "
+            "(docs/dvc.md), or run `dvc repro` to compute everything here"
+        )
     proc = subprocess.run(["dvc", "pull", *args])
     if proc.returncode != 0:
         raise DvcGlueError(f"dvc pull failed (exit {proc.returncode}); nothing was synced")

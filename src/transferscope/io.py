@@ -2,7 +2,9 @@
 
 A killed job must never leave a file that looks finished, so every writer goes to a
 temporary name in the target's directory and is renamed into place when complete
-(rename is atomic on POSIX within one file system).
+(rename is atomic on POSIX within one file system). A directory that one job owns (a training
+run) is guarded by :func:`writer_lock`, and :func:`fault_point` lets the fault tests kill a job
+at a named moment.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ def _umask() -> int:
     return mask
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -99,3 +106,66 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+FAULT_ENV = "TRANSFERSCOPE_FAULT"
+LOCK_NAME = ".writer.lock"
+
+
+def fault_point(name: str) -> None:
+    """Kill this process with SIGKILL when ``$TRANSFERSCOPE_FAULT`` lists ``name`` (comma-
+    separated): the fault tests' deterministic stand-in for kill -9 or a power cut."""
+    wanted = os.environ.get(FAULT_ENV)
+    if wanted and name in wanted.split(","):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the ``.*.tmp`` files a killed writer left in ``directory`` (call it only while
+    holding the directory's :func:`writer_lock`); returns what was removed."""
+    removed = []
+    for path in Path(directory).glob(".*.tmp"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+class DirectoryBusy(RuntimeError):
+    """Another live process holds the directory's writer lock."""
+
+
+@contextlib.contextmanager
+def writer_lock(directory: str | os.PathLike, fix: str = "") -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``directory/.writer.lock`` for the block; a second
+    writer fails at once with the holder's PID. The kernel drops the lock when its holder dies,
+    so a killed job never leaves a stale lock. ``fix``: what the message tells the user to do."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise DirectoryBusy(
+                f"{directory} is being written by {holder}; one writer per run directory. "
+                f"{fix or 'Wait for that process to finish (or end it), then rerun.'}"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

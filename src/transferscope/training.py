@@ -2,17 +2,21 @@
 
 A run folder holds ``epoch_000.safetensors`` (the weights before any update) … ``epoch_E``,
 ``settings.json`` (the resolved settings, timm-style, beside the checkpoints), ``metrics.csv``
-(train/test loss and accuracy per epoch) and ``resume.pt`` (optimizer state of the last epoch).
-An interrupted run resumes from its last complete checkpoint; every epoch reseeds its own
-generators from (seed, epoch), so a resumed run writes the same bytes as an uninterrupted one.
+(train/test loss and accuracy per epoch) and ``resume.pt`` (optimizer state of the last epoch
+and the SHA-256 of every checkpoint so far). Each epoch writes its checkpoint, then
+``metrics.csv``, then ``resume.pt``, so a kill between any two leaves a consistent older epoch.
+An interrupted run resumes from its newest epoch whose checkpoint is intact and whose optimizer
+state is known; every epoch reseeds its own generators from (seed, epoch), so a resumed run
+writes the same bytes as an uninterrupted one. One process writes a run directory at a time
+(``transferscope.io.writer_lock``).
 """
 
 from __future__ import annotations
 
-import logging
+import io
+import json
 import math
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,17 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from transferscope import runtime
-from transferscope.io import atomic_path, read_json, sha256_file, write_json
+from transferscope.io import (
+    atomic_path,
+    fault_point,
+    read_json,
+    remove_temporaries,
+    sha256_bytes,
+    sha256_file,
+    write_bytes,
+    write_json,
+    writer_lock,
+)
 from transferscope.models import (
     build_model,
     image_preprocessing,
@@ -32,7 +46,6 @@ from transferscope.models import (
 )
 
 CHECKPOINT = re.compile(r"epoch_(\d{3})\.safetensors$")
-log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -197,20 +210,86 @@ def epoch_lr(training: dict, epoch: int) -> float:
     return training["lr"] * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def checkpoint_complete(path: Path) -> bool:
+    """Whether a safetensors file holds every byte its header promises (a cheap truncation test
+    that reads only the header)."""
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(size))
+    except (OSError, ValueError):
+        return False
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    return path.stat().st_size == 8 + size + max(ends, default=0)
+
+
+def read_resume(run_dir: Path) -> dict | None:
+    """``resume.pt`` of a run (epoch, optimizer, checkpoint hashes), or None if unusable."""
+    try:
+        state = torch.load(run_dir / "resume.pt", weights_only=True)
+    except Exception:  # missing, truncated or another format: the run cannot use it
+        return None
+    return state if isinstance(state, dict) and "epoch" in state else None
+
+
+def intact_checkpoints(run_dir: Path, recorded: dict[str, str]) -> dict[str, str]:
+    """{name: SHA-256} of the gap-free prefix epoch_000, epoch_001, … of checkpoints that are
+    whole and match the hash ``resume.pt`` recorded for them (when it recorded one)."""
+    intact: dict[str, str] = {}
+    epoch = 0
+    while (path := checkpoint_path(run_dir, epoch)).is_file() and checkpoint_complete(path):
+        sha = sha256_file(path)
+        if recorded.get(path.name, sha) != sha:
+            break
+        intact[path.name] = sha
+        epoch += 1
+    return intact
+
+
 def completed_epochs(run_dir: Path, settings_hash: str) -> int:
-    """Index of the last epoch that can be resumed from, or -1 to start afresh."""
+    """Index of the epoch to resume from, or -1 to start afresh: the newest epoch whose
+    checkpoint and every earlier one are intact and whose optimizer state ``resume.pt`` holds
+    (epoch 0 needs none), and whose metrics row ``metrics.csv`` holds."""
+    return resume_point(run_dir, settings_hash)[0]
+
+
+def resume_point(run_dir: Path, settings_hash: str) -> tuple[int, dict[str, str]]:
+    """(:func:`completed_epochs`, the verified checkpoint hashes up to that epoch)."""
     settings_file = run_dir / "settings.json"
-    if not settings_file.exists() or read_json(settings_file).get("hash") != settings_hash:
+    try:
+        if read_json(settings_file).get("hash") != settings_hash:
+            return -1, {}
+    except (FileNotFoundError, ValueError):
+        return -1, {}
+    resume = read_resume(run_dir)
+    intact = intact_checkpoints(run_dir, (resume or {}).get("checkpoints", {}))
+    last = len(intact) - 1
+    if last > 0:
+        saved = int(resume["epoch"]) if resume else -1
+        # a kill between the checkpoint and resume.pt leaves resume.pt one epoch behind: resume
+        # there (the later epochs are recomputed to the same bytes); a later or missing optimizer
+        # state does not fit any intact epoch, so only epoch_000 is usable
+        last = saved if 0 < saved <= last else 0
+    rows = _metrics_epochs(run_dir)
+    if rows < last:  # the rows of the later epochs are lost: retrain them
+        last = 0 if rows >= 0 else -1
+    names = [checkpoint_path(run_dir, e).name for e in range(last + 1)]
+    return last, {name: intact[name] for name in names}
+
+
+def _metrics_epochs(run_dir: Path) -> int:
+    """The last epoch of the gap-free rows of ``metrics.csv`` from 0, or -1."""
+    import polars as pl
+
+    try:
+        epochs = pl.read_csv(run_dir / "metrics.csv")["epoch"].to_list()
+    except Exception:  # missing or unreadable: no row can be trusted
         return -1
-    done = sorted(int(m.group(1)) for p in run_dir.iterdir() if (m := CHECKPOINT.search(p.name)))
     last = -1
-    for epoch in done:  # only a gap-free prefix counts
+    for epoch in epochs:
         if epoch != last + 1:
             break
         last = epoch
-    resume = run_dir / "resume.pt"
-    if last > 0 and (not resume.exists() or torch.load(resume, weights_only=True)["epoch"] != last):
-        last = 0  # the optimizer state of that epoch is lost: retrain from epoch_000
     return last
 
 
@@ -223,14 +302,19 @@ def train_run(
     progress: bool = True,
 ) -> Path:
     """Train one (experiment, regime, seed) run into ``run_dir``; returns ``run_dir``."""
+    run_dir = Path(run_dir)
+    fix = f"Wait for it, or end it (kill PID), then rerun; a rerun resumes from {run_dir}."
+    with writer_lock(run_dir, fix):
+        remove_temporaries(run_dir)  # left by a killed writer; nobody else writes here now
+        return _train_locked(settings, data_dir, run_dir, init_checkpoint, threads, progress)
+
+
+def _train_locked(settings, data_dir, run_dir: Path, init_checkpoint, threads, progress) -> Path:
     import polars as pl
     from tqdm.auto import tqdm
 
     from transferscope.data.format import manifest_hash
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").unlink(missing_ok=True)  # the marker returns only when complete
     runtime.setup(settings["seed"], threads)
     device = runtime.resolve_device(settings["device"])
     regime, training = settings["regime"], settings["training"]
@@ -243,13 +327,16 @@ def train_run(
         "classes": data.classes,
     }
     settings_hash = runtime_hash(record)
-    start = completed_epochs(run_dir, settings_hash)
+    # the model is built before anything in the run directory changes: a setting that cannot
+    # build (an unknown model name) fails here and leaves the finished work as it was
+    model = initial_model(settings, data, init_checkpoint).to(device)
+    start, hashes = resume_point(run_dir, settings_hash)
+    (run_dir / "summary.json").unlink(missing_ok=True)  # the marker returns only when complete
     if start < 0:
-        for stale in run_dir.glob("epoch_*.safetensors"):
-            stale.unlink()
+        for stale in [*run_dir.glob("epoch_*.safetensors"), run_dir / "resume.pt"]:
+            stale.unlink(missing_ok=True)
         write_json(run_dir / "settings.json", dict(record, hash=settings_hash))
 
-    model = initial_model(settings, data, init_checkpoint).to(device)
     optimizer = _optimizer(model, training)
     trained, trained_data = model, data
     if regime == "probe":  # frozen backbone: compute its features once, train the head on them
@@ -270,13 +357,11 @@ def train_run(
         state, _ = load_checkpoint(checkpoint_path(run_dir, start))
         model.load_state_dict(state)
         if start > 0:
-            optimizer.load_state_dict(
-                torch.load(run_dir / "resume.pt", weights_only=True)["optimizer"]
-            )
+            optimizer.load_state_dict(read_resume(run_dir)["optimizer"])
         rows = pl.read_csv(run_dir / "metrics.csv").filter(pl.col("epoch") <= start).to_dicts()
     else:
         rows.append(_epoch_row(trained, trained_data, device, 0, float("nan")))
-        save_checkpoint(checkpoint_path(run_dir, 0), model, dict(meta, epoch=0))
+        hashes = {checkpoint_path(run_dir, 0).name: _save(run_dir, 0, model, meta)}
         _write_metrics(run_dir, rows)
 
     bar = tqdm(
@@ -286,43 +371,44 @@ def train_run(
         disable=not progress,
     )
     for epoch in bar:
-        tic = time.perf_counter()
         train_loss = _train_epoch(
             trained, optimizer, trained_data, training, settings, epoch, device
         )
-        seconds = time.perf_counter() - tic
         row = _epoch_row(trained, trained_data, device, epoch, train_loss)
         if not math.isfinite(row["train_loss"]):  # the last step of the epoch diverged
             _diverged(settings, training, epoch, row["train_loss"])
         rows.append(row)
-        save_checkpoint(checkpoint_path(run_dir, epoch), model, dict(meta, epoch=epoch))
-        with atomic_path(run_dir / "resume.pt") as tmp:
-            torch.save({"epoch": epoch, "optimizer": optimizer.state_dict()}, tmp)
+        hashes[checkpoint_path(run_dir, epoch).name] = _save(run_dir, epoch, model, meta)
+        fault_point(f"checkpoint-written:{epoch}")
         _write_metrics(run_dir, rows)
+        fault_point(f"metrics-written:{epoch}")
+        _write_resume(run_dir, epoch, optimizer, hashes)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_accuracy']:.3f}")
-        log.info(
-            "%s/%s/seed%s epoch %d/%d: train loss %.4f, test acc %.4f, %.1f samples/s (%.2f s)",
-            settings["experiment"],
-            regime,
-            settings["seed"],
-            epoch,
-            training["epochs"],
-            row["train_loss"],
-            row["test_accuracy"],
-            len(trained_data.train_y) / max(seconds, 1e-9),
-            seconds,
-        )
-    _write_summary(run_dir, settings, rows)
+    _write_summary(run_dir, settings, rows, hashes)
     return run_dir
 
 
-def _write_summary(run_dir: Path, settings: dict, rows: list[dict]) -> None:
+def _save(run_dir: Path, epoch: int, model: nn.Module, meta: dict) -> str:
+    """Write the checkpoint of ``epoch``; returns its SHA-256."""
+    path = checkpoint_path(run_dir, epoch)
+    save_checkpoint(path, model, dict(meta, epoch=epoch))
+    return sha256_file(path)
+
+
+def _write_resume(run_dir: Path, epoch: int, optimizer, hashes: dict[str, str]) -> None:
+    """``resume.pt``, byte-reproducible: serialised in memory, because ``torch.save`` to a file
+    records that file's (temporary, random) name inside the archive."""
+    buffer = io.BytesIO()
+    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "checkpoints": dict(hashes)}
+    torch.save(state, buffer)
+    write_bytes(run_dir / "resume.pt", buffer.getvalue())
+
+
+def _write_summary(run_dir: Path, settings: dict, rows: list[dict], hashes: dict) -> None:
     """The run's completion marker, written last: workflow tools track this file."""
     last = rows[-1]["epoch"]
-    checkpoints = {
-        checkpoint_path(run_dir, e).name: sha256_file(checkpoint_path(run_dir, e))
-        for e in range(last + 1)
-    }
+    names = [checkpoint_path(run_dir, e).name for e in range(last + 1)]
+    checkpoints = {name: hashes[name] for name in names}
     write_json(
         run_dir / "summary.json",
         {
@@ -338,10 +424,6 @@ def _write_summary(run_dir: Path, settings: dict, rows: list[dict]) -> None:
 
 
 def runtime_hash(record: dict) -> str:
-    import json
-
-    from transferscope.io import sha256_bytes
-
     return sha256_bytes(json.dumps(record, sort_keys=True).encode())
 
 

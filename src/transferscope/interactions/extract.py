@@ -433,7 +433,9 @@ class Checkpoint:
 
 def checkpoints_of(runs: dict[str, Path], experiment: str, seed: int) -> list[Checkpoint]:
     """Probe: its final epoch; fine-tune and scratch: every epoch from 0 (from each run's
-    summary.json, whose recorded SHA-256 identifies the checkpoint)."""
+    summary.json). Each checkpoint is identified by the SHA-256 of its bytes on disk, which must
+    equal the one its run recorded: a truncated or replaced file is an error, never a reason
+    to reuse the caches of the file it replaced."""
     from transferscope.io import read_json, sha256_file
     from transferscope.training import checkpoint_path
 
@@ -457,12 +459,21 @@ def checkpoints_of(runs: dict[str, Path], experiment: str, seed: int) -> list[Ch
         last = int(summary["epochs"])
         for epoch in [last] if regime == "probe" else range(last + 1):
             path = checkpoint_path(runs[regime], epoch)
+            fix = (
+                f"retrain it (it resumes from its intact epochs): snakemake --cores all "
+                f"--forcerun {summary_path}"
+            )
             if not path.is_file():
                 raise FileNotFoundError(
-                    f"checkpoint {path} (listed in {summary_path}) is missing; rerun the "
-                    f"{regime} run of {experiment}/seed{seed}"
+                    f"checkpoint {path} (listed in {summary_path}) is missing; {fix}"
                 )
-            sha = summary.get("checkpoints", {}).get(path.name) or sha256_file(path)
+            sha = sha256_file(path)
+            recorded = summary.get("checkpoints", {}).get(path.name)
+            if recorded not in (None, sha):
+                raise ValueError(
+                    f"checkpoint {path} is not the file its run wrote (SHA-256 {sha[:12]}…, "
+                    f"{summary_path} records {recorded[:12]}…: truncated or replaced); {fix}"
+                )
             out.append(Checkpoint(regime, epoch, path, sha))
     return out
 
