@@ -187,6 +187,8 @@ def cmd_plan(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from transferscope.config import schema_default
+
     parser = argparse.ArgumentParser(prog="transferscope", description=__doc__.splitlines()[0])
     # own dests: a stage's --quiet (no progress bar) must not overwrite these
     parser.add_argument(
@@ -249,20 +251,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", nargs="*", default=[], help="transfer: experiment=data_dir pairs (planted rules)"
     )
     knowledge.add_argument("--out-dir", required=True, help="results/knowledge")
-    knowledge.add_argument("--sign-agreement", type=_bool, default=True)
-    knowledge.add_argument("--bootstrap", type=int, default=1000)
-    knowledge.add_argument("--confidence", type=float, default=0.95)
+    knowledge.add_argument(
+        "--sign-agreement", type=_bool, default=schema_default("knowledge", "sign_agreement")
+    )
+    knowledge.add_argument(
+        "--bootstrap", type=int, default=schema_default("knowledge", "bootstrap")
+    )
+    knowledge.add_argument(
+        "--confidence", type=float, default=schema_default("knowledge", "confidence")
+    )
     knowledge.add_argument("--metrics", help="report: headline numbers JSON")
     knowledge.add_argument("--summary", help="report: plain-sentence Markdown summary")
     knowledge.set_defaults(func=cmd_knowledge)
 
+    dpi = schema_default("figures", "dpi")
     figures = stages.add_parser("figures", help="draw figures").add_subparsers(
         dest="action", required=True
     )
     curves = figures.add_parser("curves", help="per-epoch loss and accuracy of runs")
     curves.add_argument("--runs", nargs="+", required=True)
     curves.add_argument("--out", required=True)
-    curves.add_argument("--dpi", type=int, default=120)
+    curves.add_argument("--dpi", type=int, default=dpi)
     curves.set_defaults(func=cmd_figures_curves)
     for name, helptext in [
         ("transfer", "preserved / discarded / new by order"),
@@ -275,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         fig.add_argument("--interactions", nargs="*", default=[])
         fig.add_argument("--data", nargs="*", default=[], help="experiment=data_dir pairs")
         fig.add_argument("--out", required=True)
-        fig.add_argument("--dpi", type=int, default=120)
+        fig.add_argument("--dpi", type=int, default=dpi)
         fig.set_defaults(func=cmd_figures_knowledge)
 
     theory = stages.add_parser("theory", help="theory lens: closed forms, simulations, diagrams")
@@ -303,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyses.add_argument("--transfer", help="compare: results/knowledge/transfer.parquet")
     analyses.add_argument("--transfer-samples", help="compare: transfer_samples.parquet")
     analyses.add_argument("--skipped", type=_json_arg, default={}, help="compare: JSON")
-    analyses.add_argument("--dpi", type=int, default=120)
+    analyses.add_argument("--dpi", type=int, default=dpi)
     analyses.add_argument("--out", required=True)
     analyses.set_defaults(func=cmd_analyses)
 

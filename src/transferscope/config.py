@@ -8,6 +8,7 @@ DVC or by hand fails just as early.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,46 @@ REGIMES = ("pretrain", "probe", "finetune", "scratch")
 TARGET_REGIMES = ("probe", "finetune", "scratch")  # trained on the target task
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
-_TRAINING_FALLBACK = {
-    "epochs": 10,
-    "lr": 1e-3,
-    "weight_decay": 0.0,
-    "batch_size": 32,
-    "optimizer": "adamw",
-    "momentum": 0.9,
-    "warmup_epochs": 0,
-}
+
+def schema_default(*keys: str) -> Any:
+    """The schema's default of one key, e.g. ``schema_default("interactions", "tau")``; for
+    ``("training", regime)`` the fallback of every key that no config block sets."""
+    node = _schema_node(keys)
+    if "default" not in node:
+        raise KeyError(f"{SCHEMA_PATH.name} has no default for '{'.'.join(keys)}'")
+    return copy.deepcopy(node["default"])
+
+
+def schema_defaults(*keys: str) -> dict[str, Any]:
+    """{key: default} of every key under ``keys`` that has a default, in schema order."""
+    properties = _schema_node(keys).get("properties", {})
+    nodes = {key: _resolve(node) for key, node in properties.items()}
+    return {key: copy.deepcopy(node["default"]) for key, node in nodes.items() if "default" in node}
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    """A schema node with its local ``$ref`` merged in (the node's own keys win)."""
+    while "$ref" in node:
+        target = _schema()
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _schema_node(keys: tuple[str, ...]) -> dict[str, Any]:
+    node = _schema()
+    for depth, key in enumerate(keys):
+        properties = _resolve(node).get("properties", {})
+        if key not in properties:
+            raise KeyError(f"{SCHEMA_PATH.name} has no key '{'.'.join(keys[: depth + 1])}'")
+        node = properties[key]
+    return _resolve(node)
 
 
 class ConfigError(ValueError):
@@ -139,10 +171,10 @@ def check_baseline(config: dict[str, Any], source: str = "config") -> None:
 
 
 def training_settings(config: dict[str, Any], experiment: str, regime: str) -> dict[str, Any]:
-    """Training hyper-parameters of one regime: built-in fallback < training < experiment."""
+    """Training hyper-parameters of one regime: the schema's fallback < training < experiment."""
     if regime not in REGIMES:
         raise ConfigError(f"regime '{regime}' unknown; allowed: {list(REGIMES)}")
-    settings = dict(_TRAINING_FALLBACK)
+    settings = schema_default("training", regime)
     settings.update(config.get("training", {}).get(regime, {}))
     settings.update(config["experiments"][experiment].get("training", {}).get(regime, {}))
     return settings
@@ -162,7 +194,7 @@ def run_settings(config: dict[str, Any], experiment: str, regime: str, seed: int
         "dataset": spec["dataset"],
         "model": dict(config["models"][spec["model"]], label=spec["model"]),
         "training": training_settings(config, experiment, regime),
-        "device": config.get("device", "auto"),
+        "device": config.get("device", schema_default("device")),
     }
     if regime in ("probe", "finetune"):  # recorded, so a new parent reruns the run
         settings["pretrained_seed"] = pretrained_seed(config, seed)
@@ -193,5 +225,5 @@ def interaction_settings(config: dict[str, Any], experiment: str, seed: int) -> 
         "dataset": spec["dataset"],
         "model": dict(config["models"][spec["model"]], label=spec["model"]),
         "interactions": config["interactions"],
-        "device": config.get("device", "auto"),
+        "device": config.get("device", schema_default("device")),
     }

@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from transferscope.config import schema_defaults
+
 ENGINE_VERSION = "3"  # bump when masking, players, andor or salient change their results
 META_KEY = "transferscope"
 REGIMES = ("probe", "finetune", "scratch")  # the probe stands for the pre-trained model
@@ -51,17 +53,7 @@ REUSE_KEYS = (
     "game",
     "sample_index",
 )
-DEFAULTS = {  # schemas/config.schema.yaml, for settings given by hand
-    "samples": 16,
-    "grid": 3,
-    "text_players": 6,
-    "tau": 0.05,
-    "q_thres": 0.04,
-    "batch_size": 2048,
-    "precision": "fp32",
-    "max_players": 16,
-    "baseline": "auto",
-}
+DEFAULTS = schema_defaults("interactions")  # for settings given by hand, not validated
 # what absent players become: auto = mean (images) or mask (text)
 BASELINES = {"image": ("mean", "black"), "text": ("mask", "pad", "zero")}
 PRECISION_CHECK_SAMPLES = 2  # samples evaluated again in fp32 when precision is bf16 or fp16
