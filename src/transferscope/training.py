@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ from transferscope.models import (
 )
 
 CHECKPOINT = re.compile(r"epoch_(\d{3})\.safetensors$")
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -371,9 +374,11 @@ def _train_locked(settings, data_dir, run_dir: Path, init_checkpoint, threads, p
         disable=not progress,
     )
     for epoch in bar:
+        tic = time.perf_counter()
         train_loss = _train_epoch(
             trained, optimizer, trained_data, training, settings, epoch, device
         )
+        seconds = time.perf_counter() - tic
         row = _epoch_row(trained, trained_data, device, epoch, train_loss)
         if not math.isfinite(row["train_loss"]):  # the last step of the epoch diverged
             _diverged(settings, training, epoch, row["train_loss"])
@@ -384,6 +389,18 @@ def _train_locked(settings, data_dir, run_dir: Path, init_checkpoint, threads, p
         fault_point(f"metrics-written:{epoch}")
         _write_resume(run_dir, epoch, optimizer, hashes)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_accuracy']:.3f}")
+        log.info(
+            "%s/%s/seed%s epoch %d/%d: train loss %.4f, test acc %.4f, %.1f samples/s (%.2f s)",
+            settings["experiment"],
+            regime,
+            settings["seed"],
+            epoch,
+            training["epochs"],
+            row["train_loss"],
+            row["test_accuracy"],
+            len(trained_data.train_y) / max(seconds, 1e-9),
+            seconds,
+        )
     _write_summary(run_dir, settings, rows, hashes)
     return run_dir
 
