@@ -75,6 +75,12 @@ def test_device_defaults():
     assert config.interaction_settings(unvalidated, "e", 0)["device"] == schema_default("device")
 
 
+def test_pretrained_seed_default():
+    unvalidated = config.validate_config(_minimal())
+    del unvalidated["pretrained_seed"]
+    assert config.pretrained_seed(unvalidated, 3) == schema_default("pretrained_seed")
+
+
 def test_cli_defaults():
     parser = cli.build_parser()
     knowledge = parser.parse_args(["knowledge", "transfer", "--out-dir", "k"])

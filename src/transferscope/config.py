@@ -203,7 +203,7 @@ def run_settings(config: dict[str, Any], experiment: str, regime: str, seed: int
 
 def pretrained_seed(config: dict[str, Any], seed: int | str) -> int:
     """Seed of the pre-training run that the probe and fine-tune runs of ``seed`` start from."""
-    shared = config.get("pretrained_seed", 0)  # the schema's default
+    shared = config.get("pretrained_seed", schema_default("pretrained_seed"))
     return int(seed) if shared is None else int(shared)
 
 
