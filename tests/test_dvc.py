@@ -78,7 +78,8 @@ def sh(
 
 
 def make_workspace(dest: Path, config: str = "config/smoke.yaml") -> Path:
-    """The project's workflow files in a new git repo, with ``config`` as config.yaml."""
+    """The project's workflow files and its committed results in a new git repo, with
+    ``config`` as config.yaml: as a clone, results/ is in git before DVC sees it."""
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         here = Path(directory).resolve()
@@ -90,6 +91,12 @@ def make_workspace(dest: Path, config: str = "config/smoke.yaml") -> Path:
         return skipped
 
     shutil.copytree(ROOT, dest, ignore=ignore)
+    committed = subprocess.run(
+        ["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in committed:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
     shutil.copyfile(ROOT / config, dest / "config.yaml")
     sh("git init -q && git add -A && git commit -qm workspace", dest)
     return dest
@@ -326,7 +333,9 @@ def test_outputs_restored_by_dvc_are_not_trusted_blindly(workspace, first_repro)
     dpi = committed["figures"]["dpi"] - 30
     sh(f"dvc exp run -S config.yaml:figures.dpi={dpi}", workspace)
     at_dpi = {f: png_size(workspace / f) for f in figures}
-    sh("git checkout -- config.yaml dvc.lock && dvc checkout --force", workspace)
+    # results/ is cache: false (committed to git): git restores it, DVC the rest
+    restore = "git checkout -- config.yaml dvc.lock results && dvc checkout --force"
+    sh(restore, workspace)
     assert {f: png_size(workspace / f) for f in figures} != at_dpi
     committed["figures"]["dpi"] = dpi
     (workspace / "config.yaml").write_text(yaml.safe_dump(committed, sort_keys=False))
@@ -334,7 +343,7 @@ def test_outputs_restored_by_dvc_are_not_trusted_blindly(workspace, first_repro)
     # the analyses draw their figures at the same dpi
     assert stages_run(out) == {"figures", "analyses"} and "forcing" in out, out
     assert {f: png_size(workspace / f) for f in figures} == at_dpi
-    sh("git checkout -- config.yaml dvc.lock && dvc checkout --force", workspace)
+    sh(restore, workspace)
     assert json.loads(sh("dvc status --json", workspace).stdout or "{}") == {}
 
 
@@ -428,7 +437,7 @@ def test_a_missing_remote_is_a_clear_error(workspace, remote, tmp_path):
     proc = sh("dvc pull", fresh, check=False)
     assert proc.returncode != 0 and "no default remote" in proc.stdout.lower(), proc.stdout
     proc = sh(f"{sys.executable} -m transferscope.dvc pull", fresh, check=False)
-    assert proc.returncode != 0 and "dvc pull failed" in proc.stdout, proc.stdout
+    assert proc.returncode != 0 and "dvc remote add -d" in proc.stdout, proc.stdout
     sh(f"dvc remote add -d gone {tmp_path / 'no-such-storage'}", fresh)
     proc = sh("dvc pull", fresh, check=False)
     assert proc.returncode != 0 and "missing" in proc.stdout.lower(), proc.stdout
