@@ -82,3 +82,21 @@ def test_probe_and_finetune_seeds_start_from_one_pretrained_run(raw):
     assert [pretrained_seed(own, s) for s in (0, 1)] == [0, 1] and pretrained_seeds(own) == [0, 1]
     with pytest.raises(ConfigError, match="pretrained_seed"):
         validate_config(dict(raw, pretrained_seed=-1))
+
+
+def test_theory_block_names_exactly_the_theory_codes_keys():
+    """The schema's strict theory block and the theory code's defaults list the same keys, and
+    the defaults and the paper's full grid pass the schema."""
+    import jsonschema
+
+    from transferscope.config import SCHEMA_PATH
+    from transferscope.theory.relu import RELU_DEFAULTS
+    from transferscope.theory.report import DEFAULT_PARAMS
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["theory"]
+    assert set(schema["properties"]) == set(DEFAULT_PARAMS)
+    assert set(schema["properties"]["relu"]["properties"]) == set(RELU_DEFAULTS)
+    jsonschema.validate(DEFAULT_PARAMS, schema)
+    jsonschema.validate(
+        yaml.safe_load((ROOT / "config" / "theory-full.yaml").read_text())["theory"], schema
+    )
