@@ -61,6 +61,68 @@ rule knowledge_convergence:
         "--out-dir results/knowledge 2> {log}"
 
 
+rule knowledge_overlap:
+    input:
+        interactions=ts_paths.interaction_summaries(config),
+    output:
+        report(
+            "results/knowledge/overlap.parquet",
+            caption="../report/overlap.rst",
+            category="Knowledge",
+        ),
+        "results/knowledge/overlap.csv",
+        "results/knowledge/overlap_samples.parquet",
+        "results/knowledge/overlap_samples.csv",
+    log:
+        "logs/knowledge/overlap.log",
+    resources:
+        runtime=runtime_for("knowledge_overlap"),
+        mem_mb=mem_mb_for("knowledge_overlap"),
+    params:
+        sign=config["knowledge"]["sign_agreement"],
+        bootstrap=config["knowledge"]["bootstrap"],
+        confidence=config["knowledge"]["confidence"],
+    shell:
+        "transferscope knowledge overlap --interactions {input.interactions} "
+        "--sign-agreement {params.sign} --bootstrap {params.bootstrap} "
+        "--confidence {params.confidence} --out-dir results/knowledge 2> {log}"
+
+
+rule knowledge_claims:
+    input:
+        "results/knowledge/overlap.parquet",
+        "results/knowledge/overlap_samples.parquet",
+        "results/knowledge/convergence_samples.parquet",
+        "results/knowledge/planted.parquet",
+        runs=ts_paths.run_summaries(config),
+        data=[
+            ts_paths.data_dir(spec["dataset"])
+            for spec in config["experiments"].values()
+        ],
+    output:
+        claims=report(
+            "results/claims.parquet",
+            caption="../report/claims.rst",
+            category="Summary",
+        ),
+        csv="results/claims.csv",
+        learning="results/learning.parquet",
+        learning_csv="results/learning.csv",
+    log:
+        "logs/knowledge/claims.log",
+    resources:
+        runtime=runtime_for("knowledge_claims"),
+        mem_mb=mem_mb_for("knowledge_claims"),
+    params:
+        bootstrap=config["knowledge"]["bootstrap"],
+        confidence=config["knowledge"]["confidence"],
+        data=experiment_data_pairs(),
+    shell:
+        "transferscope knowledge claims --runs {input.runs} --data {params.data} "
+        "--bootstrap {params.bootstrap} --confidence {params.confidence} "
+        "--out-dir results/knowledge --claims {output.claims} 2> {log}"
+
+
 rule knowledge_links:
     input:
         "results/knowledge/transfer_samples.parquet",
@@ -89,6 +151,10 @@ rule knowledge_report:
         "results/knowledge/directness.parquet",
         "results/knowledge/links.parquet",
         "results/knowledge/planted.parquet",
+        "results/knowledge/overlap.parquet",
+        "results/knowledge/faithfulness.parquet",
+        "results/claims.parquet",
+        "results/learning.parquet",
         runs=ts_paths.run_summaries(config),
     output:
         metrics="results/metrics.json",
@@ -100,8 +166,11 @@ rule knowledge_report:
     resources:
         runtime=runtime_for("knowledge_report"),
         mem_mb=mem_mb_for("knowledge_report"),
+    params:
+        confidence=config["knowledge"]["confidence"],
     shell:
         "transferscope knowledge report --runs {input.runs} --out-dir results/knowledge "
+        "--confidence {params.confidence} --claims results/claims.parquet "
         "--metrics {output.metrics} --summary {output.summary} 2> {log}"
 
 

@@ -129,7 +129,19 @@ def test_faithfulness_rows_are_the_final_models_of_each_regime(config, prepared,
     for regime, caches in summary["caches"].items():
         found = ex.read_cache_metadata(tmp_path / caches[-1])["decomposition"]
         mine = rows.filter(pl.col("regime") == regime)
-        assert mine["salient_error"].to_list() == found["salient_reconstruction_error"]
+        table = pl.read_parquet(tmp_path / caches[-1]).sort("sample", "subset")
+        col = {c: torch.tensor(table[c].to_numpy()).reshape(SAMPLES, -1) for c in table.columns}
+        centred = col["v"] - col["v"][:, :1]
+        kept = T.harsanyi_inverse(col["I_and"] * col["salient_and"]) + T.or_inverse(col["I_or"] * col["salient_or"])  # fmt: skip
+        # against the model's own v, not v + q (which the decomposition rebuilds exactly)
+        scale = centred.norm(dim=1)
+        assert mine["salient_error"].to_list() == pytest.approx(
+            ((centred - kept).norm(dim=1) / scale).tolist()
+        )
+        noise = (col["q"].norm(dim=1) / scale).tolist()
+        assert mine["noise_share"].to_list() == pytest.approx(noise)
+        assert mine["full_error"].to_list() == pytest.approx(noise)  # all terms leave only q
+        assert max(found["full_reconstruction_error"]) < 1e-9 < max(noise)
         shares = [c / (2 * (2 ** (GRID * GRID) - 1)) for c in found["salient_count"]]
         assert mine["salient_share"].to_list() == pytest.approx(shares)
 

@@ -113,6 +113,15 @@ def cmd_knowledge(args) -> None:
         )
     elif args.action == "convergence":
         aggregate.convergence_tables(args.interactions, args.out_dir, **boot)
+    elif args.action == "overlap":
+        from transferscope.knowledge.overlaps import overlap_tables
+
+        overlap_tables(args.interactions, args.out_dir, args.sign_agreement, **boot)
+    elif args.action == "claims":
+        from transferscope.knowledge.claims import claims_table
+
+        data = dict(pair.split("=", 1) for pair in args.data)
+        claims_table(args.out_dir, args.runs, data, args.claims, **boot)
     elif args.action == "links":
         knowledge = Path(args.out_dir)
         aggregate.link_tables(
@@ -123,7 +132,9 @@ def cmd_knowledge(args) -> None:
             **boot,
         )
     else:
-        report.write_reports(args.out_dir, args.runs, args.metrics, args.summary)
+        report.write_reports(
+            args.out_dir, args.runs, args.metrics, args.summary, args.confidence, args.claims
+        )
 
 
 def cmd_figures_knowledge(args) -> None:
@@ -244,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     inter.set_defaults(func=cmd_interactions)
 
     knowledge = stages.add_parser("knowledge", help="knowledge tables, metrics and summary")
-    knowledge.add_argument("action", choices=["transfer", "convergence", "links", "report"])
+    knowledge.add_argument(
+        "action", choices=["transfer", "convergence", "overlap", "links", "claims", "report"]
+    )
     knowledge.add_argument("--interactions", nargs="*", default=[], help="extraction summaries")
     knowledge.add_argument("--runs", nargs="*", default=[], help="run summary.json files")
     knowledge.add_argument(
@@ -262,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     knowledge.add_argument("--metrics", help="report: headline numbers JSON")
     knowledge.add_argument("--summary", help="report: plain-sentence Markdown summary")
+    knowledge.add_argument("--claims", help="claims: the claims table (.parquet, CSV beside it)")
     knowledge.set_defaults(func=cmd_knowledge)
 
     dpi = schema_default("figures", "dpi")

@@ -109,7 +109,9 @@ NOMINAL_DEFAULT = {"timm": (25.6e6, 0), "huggingface": (124.6e6, 0)}  # unknown:
 AGGREGATES = (  # one job per config each, after training and extraction
     "knowledge_transfer",
     "knowledge_convergence",
+    "knowledge_overlap",
     "knowledge_links",
+    "knowledge_claims",
     "knowledge_report",
     "training_curves",
     "figure_transfer",

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from transferscope.interactions.extract import read_cache_metadata
 from transferscope.interactions.transforms import subset_sizes
 from transferscope.io import atomic_path
 from transferscope.knowledge import metrics
@@ -107,31 +106,44 @@ def summarise(frame, keys: list[str], columns, resamples: int, confidence: float
     return pl.DataFrame(rows)
 
 
-FAITHFULNESS = ("salient_error", "full_error", "salient_share", "gap")
+FAITHFULNESS = ("salient_error", "full_error", "noise_share", "salient_share", "gap")
 
 
 def faithfulness_samples(summaries: list[Path]):
     """Per (experiment, seed, regime, sample) of the final pre-trained (probe), fine-tuned and
-    scratch models: the relative error of rebuilding v(x_T) over all 2^n masks from the salient
-    interactions alone and from all of them (``salient.reconstruction_error``), the salient
-    share of the 2·(2^n − 1) non-empty AND and OR terms, and the decomposition's certified gap."""
+    scratch models, against the model's own game v (not v + q, which the decomposition
+    rebuilds exactly by construction): the relative errors ‖v − v_S‖ / ‖v − v(∅)‖ of rebuilding
+    v over all 2^n masks from the salient interactions alone and from all of them
+    (``salient.reconstruction_error`` with q = 0), the noise share ‖q‖ / ‖v − v(∅)‖ (the full
+    error equals this share: every term together rebuilds v − v(∅) + q), the salient share of the 2·(2^n − 1)
+    non-empty AND and OR terms, and the decomposition's certified gap."""
     import polars as pl
+    import torch
+
+    from transferscope.interactions.salient import reconstruction_error
 
     frames = []
     for summary in summaries:
         seed = seed_caches(summary)
         for regime in ("probe", "finetune", "scratch"):
-            # the metadata holds all of it: no need to read the interaction table
-            meta = read_cache_metadata(seed.directory / seed.caches[regime][-1])
-            found = meta["decomposition"]
-            terms = 2 * (2 ** meta["n_players"] - 1)
+            cache = seed.final(regime)
+            v = torch.from_numpy(cache.game["v"] - cache.game["v"][:, :1])
+            masks = [torch.from_numpy(cache.salient[k]) for k in KINDS]
+            # every term, I(∅) included: all of them rebuild v − v(∅) + q exactly
+            terms = [torch.from_numpy(cache.game[f"I_{k}"]) for k in KINDS]
+            salient_error, full_error = reconstruction_error(v, *terms, *masks)
+            scale = np.linalg.norm(v.numpy(), axis=-1)
+            noise = metrics.ratio(np.linalg.norm(cache.game["q"], axis=-1), scale)
+            found = cache.meta["decomposition"]
+            n_terms = 2 * (2 ** cache.meta["n_players"] - 1)
             frames.append(
                 pl.DataFrame(
                     {
-                        "sample": meta["sample_index"],
-                        "salient_error": found["salient_reconstruction_error"],
-                        "full_error": found["full_reconstruction_error"],
-                        "salient_share": np.asarray(found["salient_count"]) / terms,
+                        "sample": cache.meta["sample_index"],
+                        "salient_error": salient_error.numpy(),
+                        "full_error": full_error.numpy(),
+                        "noise_share": noise,
+                        "salient_share": np.asarray(found["salient_count"]) / n_terms,
                         "gap": found["gap"],
                     }
                 ).with_columns(
@@ -198,6 +210,8 @@ def convergence_samples(summaries: list[Path]):
 
 
 def convergence_tables(summaries, out_dir, resamples=1000, confidence=0.95):
+    import polars as pl
+
     samples = convergence_samples([Path(s) for s in summaries])
     write_table(samples, Path(out_dir) / "convergence_samples.parquet")
     table = summarise(
@@ -208,7 +222,9 @@ def convergence_tables(summaries, out_dir, resamples=1000, confidence=0.95):
         confidence,
     )
     write_table(table, Path(out_dir) / "convergence.parquet")
-    final = samples.filter(samples["epoch"] == samples["epoch"].max())
+    # each run's own last epoch: runs of one table may train for different numbers of epochs
+    last = pl.col("epoch") == pl.col("epoch").max().over(["experiment", "seed", "regime"])
+    final = samples.filter(last)
     write_table(
         summarise(final, ["experiment", "regime"], ["directness"], resamples, confidence),
         Path(out_dir) / "directness.parquet",
@@ -223,11 +239,17 @@ def link_tables(
     resamples=1000,
     confidence=0.95,
 ):
-    """Spearman ρ (bootstrap CI) of preserved share vs target accuracy across experiments and
-    seeds, and of epoch-wise similarity vs epoch-wise test accuracy per regime."""
+    """Links to accuracy, computed within experiments so that a difference between experiments
+    cannot pass for a link: (1) per kind, the mean over experiments of Spearman's ρ between the
+    per-seed preserved share and the fine-tuned test accuracy, p-value from permuting accuracy
+    among seeds within each experiment (``claims.within_experiment_link``); (2) per experiment
+    and regime, the partial Spearman ρ of epoch-wise similarity to the final interactions and
+    epoch-wise test accuracy given the epoch (both rise with training; the epoch is the
+    confounder), with a bootstrap interval over runs."""
     import polars as pl
 
     from transferscope.figures import run_metrics
+    from transferscope.knowledge.claims import within_experiment_link
 
     runs = run_metrics([Path(s).parent for s in run_summaries])
     final_acc = (
@@ -247,16 +269,16 @@ def link_tables(
     rows = []
     for kind in KINDS:
         sub = preserved.filter(pl.col("kind") == kind)
-        rho, low, high, n = metrics.spearman_ci(
-            sub["preserved_ratio"], sub["test_accuracy"], resamples, confidence
-        )
+        rho, p, n = within_experiment_link(sub, "preserved_ratio", "test_accuracy")
         rows.append(
             dict(
-                link=f"preserved_ratio[{kind}] vs fine-tuned test accuracy",
+                link=f"preserved_ratio[{kind}] vs fine-tuned test accuracy, within experiment",
+                experiment="all (strata)",
                 regime="finetune",
                 rho=rho,
-                low=low,
-                high=high,
+                low=float("nan"),
+                high=float("nan"),
+                p_value=p,
                 n_pairs=n,
             )
         )
@@ -270,19 +292,24 @@ def link_tables(
         )
         .sort(["experiment", "seed", "regime", "epoch"])
     )
-    for regime in ("finetune", "scratch"):
-        sub = epochwise.filter(pl.col("regime") == regime)
-        rho, low, high, n = metrics.spearman_ci(
-            sub["similarity"], sub["test_accuracy"], resamples, confidence
+    for (experiment, regime), sub in epochwise.group_by(
+        ["experiment", "regime"], maintain_order=True
+    ):
+        rho, low, high, n = metrics.partial_spearman_ci(
+            sub["similarity"], sub["test_accuracy"], sub["epoch"], resamples, confidence
         )
         rows.append(
             dict(
-                link="similarity to final vs test accuracy, per epoch",
+                link="similarity to final vs test accuracy, per epoch, given the epoch",
+                experiment=experiment,
                 regime=regime,
                 rho=rho,
                 low=low,
                 high=high,
+                p_value=float("nan"),
                 n_pairs=n,
             )
         )
-    write_table(pl.DataFrame(rows), Path(out_dir) / "links.parquet")
+    write_table(
+        pl.DataFrame(rows).sort(["link", "experiment", "regime"]), Path(out_dir) / "links.parquet"
+    )

@@ -21,6 +21,8 @@ class Interactions:
     meta: dict
     I: dict[str, np.ndarray]  # kind -> (samples, 2^n), the empty set zeroed
     salient: dict[str, np.ndarray]  # kind -> bool (samples, 2^n)
+    # "v" (the model's game), "q" (the decomposition's noise), "I_and"/"I_or" with I(∅) kept
+    game: dict[str, np.ndarray]
 
 
 def load(path: str | Path) -> Interactions:
@@ -40,7 +42,10 @@ def load(path: str | Path) -> Interactions:
         values[kind][:, 0] = 0.0  # I(∅) is the bias under the baseline, not knowledge
         salient[kind] = table[f"salient_{kind}"].to_numpy().reshape(n_samples, -1).copy()
         salient[kind][:, 0] = False
-    return Interactions(path, meta, values, salient)
+    game = {
+        k: table[k].to_numpy().reshape(n_samples, -1).copy() for k in ("v", "q", "I_and", "I_or")
+    }
+    return Interactions(path, meta, values, salient, game)
 
 
 def check_comparable(a: Interactions, b: Interactions) -> None:

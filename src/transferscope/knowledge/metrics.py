@@ -1,6 +1,6 @@
 """Knowledge metrics on salient interaction sets — one place for every formula.
 
-Notation (Jiang, Cheng, Li, arXiv 2410.08455; formulas reconstructed, see REFERENCES §1):
+Notation (Jiang, Cheng, Li, arXiv 2410.08455; formulas reconstructed, see docs/references.md §1):
 Ω_pre, Ω_ft, Ω_sc are the salient sets (|I(S)| > τ·max|I|, S ≠ ∅) of the pre-trained model
 (through its probe), the fine-tuned and the scratch model on one sample; AND and OR sets are
 handled separately by the caller. With sign agreement on, S is *shared* by two models only if
@@ -152,4 +152,34 @@ def spearman_ci(x, y, resamples=1000, confidence=0.95, seed=0):
             boots.append(spearmanr(x[idx], y[idx]).statistic)
     tail = (1 - confidence) / 2
     low, high = np.quantile(boots, [tail, 1 - tail]) if boots else (np.nan, np.nan)
+    return rho, float(low), float(high), int(x.size)
+
+
+def partial_spearman(x, y, z) -> float:
+    """Spearman's ρ of x and y given z: the Pearson correlation of the ranks of x and y after
+    each is regressed (least squares, with intercept) on the ranks of z; NaN if undefined."""
+    from scipy.stats import rankdata
+
+    rx, ry, rz = (rankdata(np.asarray(v, float)) for v in (x, y, z))
+    design = np.column_stack([np.ones_like(rz), rz])
+    resid = [r - design @ np.linalg.lstsq(design, r, rcond=None)[0] for r in (rx, ry)]
+    scale = np.linalg.norm(resid[0]) * np.linalg.norm(resid[1])
+    return float(resid[0] @ resid[1] / scale) if scale > 1e-12 else float("nan")
+
+
+def partial_spearman_ci(x, y, z, resamples=1000, confidence=0.95, seed=0):
+    """``partial_spearman`` with a percentile bootstrap interval over triples; NaN if < 4."""
+    x, y, z = (np.asarray(v, float) for v in (x, y, z))
+    keep = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+    x, y, z = x[keep], y[keep], z[keep]
+    if x.size < 4:
+        return float("nan"), float("nan"), float("nan"), int(x.size)
+    rho = partial_spearman(x, y, z)
+    rng = np.random.default_rng(seed)
+    boots = [
+        partial_spearman(x[i], y[i], z[i]) for i in rng.integers(0, x.size, (resamples, x.size))
+    ]
+    boots = np.asarray(boots)[np.isfinite(boots)]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(boots, [tail, 1 - tail]) if boots.size else (np.nan, np.nan)
     return rho, float(low), float(high), int(x.size)
