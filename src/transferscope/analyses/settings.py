@@ -20,6 +20,7 @@ from transferscope.config import (
     pretrained_seed,
     pretrained_seeds,
     run_settings,
+    schema_default,
 )
 from transferscope.workflow import run_dir as _run_dir
 from transferscope.workflow import run_summary
@@ -265,7 +266,8 @@ def analysis_settings(config: dict[str, Any], experiment: str, part: str = "mode
         "device": config.get("device", "auto"),
         "dpi": int(config.get("figures", {}).get("dpi", 120)),
         "analysis_seeds": analysis_seeds(config),
-        "pretrained_seed": config.get("pretrained_seed", 0),  # read through pretrained_seed()
+        # read back through config.pretrained_seed(settings, seed)
+        "pretrained_seed": config.get("pretrained_seed", schema_default("pretrained_seed")),
     }
     if part == "models":
         keep = ("eval_samples", "lambdas", "bn_samples", "cka", "criticality", "gallery", "ridge")
