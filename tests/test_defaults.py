@@ -96,3 +96,14 @@ def test_cli_defaults():
         ["analyses", "compare", "--out", "o"],
     ):
         assert parser.parse_args(argv).dpi == dpi, argv
+
+
+def test_analyses_defaults():
+    from transferscope.analyses.settings import ANALYSES_DEFAULTS, NESTED
+
+    schema = schema_defaults("analyses")
+    for key in NESTED:  # nested mappings default to {} and get their keys' defaults filled in
+        assert schema[key] == {}
+        schema[key] = schema_defaults("analyses", key)
+    assert schema == ANALYSES_DEFAULTS
+    assert list(schema) == list(ANALYSES_DEFAULTS)
