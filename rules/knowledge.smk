@@ -94,6 +94,8 @@ rule knowledge_claims:
         "results/knowledge/overlap_samples.parquet",
         "results/knowledge/convergence_samples.parquet",
         "results/knowledge/planted.parquet",
+        "results/theory/theory.json",
+        analyses=ts_analyses.analyses_targets(config),
         runs=ts_paths.run_summaries(config),
         data=[
             ts_paths.data_dir(spec["dataset"])
@@ -120,6 +122,7 @@ rule knowledge_claims:
     shell:
         "transferscope knowledge claims --runs {input.runs} --data {params.data} "
         "--bootstrap {params.bootstrap} --confidence {params.confidence} "
+        "--analyses-dir results/analyses --theory-dir results/theory "
         "--out-dir results/knowledge --claims {output.claims} 2> {log}"
 
 

@@ -121,7 +121,15 @@ def cmd_knowledge(args) -> None:
         from transferscope.knowledge.claims import claims_table
 
         data = dict(pair.split("=", 1) for pair in args.data)
-        claims_table(args.out_dir, args.runs, data, args.claims, **boot)
+        claims_table(
+            args.out_dir,
+            args.runs,
+            data,
+            args.claims,
+            **boot,
+            analyses_dir=args.analyses_dir,
+            theory_dir=args.theory_dir,
+        )
     elif args.action == "links":
         knowledge = Path(args.out_dir)
         aggregate.link_tables(
@@ -276,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     knowledge.add_argument("--metrics", help="report: headline numbers JSON")
     knowledge.add_argument("--summary", help="report: plain-sentence Markdown summary")
     knowledge.add_argument("--claims", help="claims: the claims table (.parquet, CSV beside it)")
+    knowledge.add_argument("--analyses-dir", help="claims: results/analyses (representation lens)")
+    knowledge.add_argument("--theory-dir", help="claims: results/theory (theory lens)")
     knowledge.set_defaults(func=cmd_knowledge)
 
     dpi = schema_default("figures", "dpi")

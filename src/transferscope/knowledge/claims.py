@@ -49,6 +49,7 @@ COLUMNS = (
     "p_value",
     "p_adjusted",
     "direction",
+    "tolerance",
     "n",
     "verdict",
     "reason",
@@ -71,16 +72,30 @@ def verdict(
     return SUPPORTED if np.sign(excess) == direction else CONTRADICTED
 
 
+def equivalence_verdict(low: float, high: float, tolerance: float) -> str:
+    """For a claim of equality (``direction`` 0): ``low``..``high`` bound the largest
+    |difference| the data allow. ``supported`` when even the largest is within ``tolerance``,
+    ``contradicted`` when even the smallest exceeds it, ``not distinguishable`` otherwise."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return NULL
+    if high < tolerance:
+        return SUPPORTED
+    return CONTRADICTED if low > tolerance else NULL
+
+
 def finalise(rows: list[dict], alpha: float):
     """Holm-adjust the testable rows' p-values together, then give every row its verdict."""
     import polars as pl
 
-    tested = [i for i, r in enumerate(rows) if not r.get("reason")]
+    tested = [i for i, r in enumerate(rows) if not r.get("reason") and r["direction"] != 0]
     adjusted = nulls.holm([rows[i]["p_value"] for i in tested])
     for i, p in zip(tested, adjusted):
         rows[i]["p_adjusted"] = float(p)
         r = rows[i]
         r["verdict"] = verdict(r["excess"], r["low"], r["high"], float(p), r["direction"], alpha)
+    for r in rows:
+        if not r.get("reason") and r["direction"] == 0:
+            r["verdict"] = equivalence_verdict(r["low"], r["high"], r["tolerance"])
     for row in rows:
         row.setdefault("p_adjusted", float("nan"))
         row.setdefault("verdict", NOT_TESTED)
@@ -500,11 +515,22 @@ def accuracy_by_seed(run_summaries, regime: str = "finetune"):
                                       "test_accuracy": pl.Float64})  # fmt: skip
 
 
-def claims_table(knowledge_dir, run_summaries, data_dirs, out, resamples=1000, confidence=0.95):
-    """results/claims.{parquet,csv} from the knowledge tables and the runs (module docstring).
+def claims_table(
+    knowledge_dir,
+    run_summaries,
+    data_dirs,
+    out,
+    resamples=1000,
+    confidence=0.95,
+    analyses_dir=None,
+    theory_dir=None,
+):
+    """results/claims.{parquet,csv} from the knowledge tables and the runs (module docstring),
+    and from the analyses and theory tables when their directories are given.
     A claim whose inputs this run lacks is written with the reason it cannot be tested."""
     import polars as pl
 
+    from transferscope.knowledge import lens_claims
     from transferscope.knowledge.aggregate import write_table
 
     knowledge_dir = Path(knowledge_dir)
@@ -519,6 +545,10 @@ def claims_table(knowledge_dir, run_summaries, data_dirs, out, resamples=1000, c
     planted = knowledge_dir / "planted.parquet"
     if planted.exists():
         rows += planted_claims(pl.read_parquet(planted), status)
+    if analyses_dir and Path(analyses_dir).is_dir():
+        rows += lens_claims.representation_claims(analyses_dir, status, _unlearned, alpha)
+    if theory_dir and Path(theory_dir).is_dir():
+        rows += lens_claims.theory_claims(theory_dir, alpha)
     table = finalise(rows, alpha)
     write_table(table, out)
     learned = pl.DataFrame(

@@ -227,7 +227,12 @@ def claims_lines(claims, confidence: float) -> list[str]:
             key = (r["claim"], r["experiment"], r["reason"])
             if key not in seen:
                 seen.add(key)
-                lines.append(f"- {r['claim']} — {r['experiment']}: {r['reason']}.")
+                shown = (
+                    f" (observed {_num(r['observed'])} vs {_num(r['null'])}, {r['null_name']})"
+                    if r["observed"] == r["observed"]
+                    else ""
+                )
+                lines.append(f"- {r['claim']} — {r['experiment']}{shown}: {r['reason']}.")
     counts = {v: int((claims["verdict"] == v).sum()) for v in VERDICT_MARK}
     lines += [
         "",

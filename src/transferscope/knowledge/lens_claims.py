@@ -1,0 +1,236 @@
+"""Claims of the representation lens (Neyshabur et al.) and the theory lens (Tahir et al.),
+tested on this run's tables; rows in the format of ``claims`` (docs/references.md §2–§4).
+
+Units of the tests are what is independent: pairs of runs or runs for the representation lens
+(so a run with three seeds cannot reach significance on them: the exact permutation tests have
+too few arrangements, and the verdict says so), theory cells for the theory lens.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from math import comb, factorial
+from pathlib import Path
+
+import numpy as np
+
+from transferscope.knowledge import nulls
+
+NEYSHABUR = "Neyshabur et al."
+TAHIR = "Tahir et al."
+# |theory − simulation| (risk or transferability units) below which the two are called equal
+THEORY_TOLERANCE = 0.05
+
+
+def too_few(arrangements: int, alpha: float) -> str:
+    """Why an exact test over this many arrangements cannot reach α ('' when it can): its
+    smallest two-sided p-value is 2·2 / (arrangements + 1) (the observation and its mirror)."""
+    smallest = min(1.0, 4 / (arrangements + 1))
+    if smallest < alpha:
+        return ""
+    return (
+        f"too few runs: {arrangements} arrangements, the smallest attainable p-value "
+        f"{smallest:.2f} is not below α = {alpha:.2g}; add seeds"
+    )
+
+
+def exact_two_sample_p(a, b) -> float:
+    """Two-sided p-value of mean(a) − mean(b) from every relabelling of the pooled values."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    pooled = np.concatenate([a, b])
+    observed = a.mean() - b.mean()
+    draws = [
+        pooled[list(idx)].mean() - np.delete(pooled, list(idx)).mean()
+        for idx in combinations(range(pooled.size), a.size)
+    ]
+    return nulls.two_sided(np.asarray(draws), observed)
+
+
+def exact_sign_flip_p(differences) -> float:
+    """Two-sided p-value that paired differences are centred on 0, from all 2^n sign flips."""
+    d = np.asarray(differences, float)
+    signs = np.array(np.meshgrid(*[[-1.0, 1.0]] * d.size)).reshape(d.size, -1).T
+    return nulls.two_sided((signs * d).mean(1), float(d.mean()))
+
+
+def _row(study, claim, experiment, metric, observed, null_name, null, excess, p, direction, n,
+         reason=""):  # fmt: skip
+    return dict(
+        study=study,
+        claim=claim,
+        experiment=experiment,
+        kind="",
+        metric=metric,
+        observed=float(observed),
+        null_name=null_name,
+        null=float(null),
+        excess=float(excess),
+        low=float("nan"),
+        high=float("nan"),
+        p_value=float(p),
+        direction=direction,
+        n=int(n),
+        reason=reason,
+    )
+
+
+def representation_claims(analyses_dir, status: dict, unlearned, alpha: float) -> list[dict]:
+    """Per image experiment with analyses tables: fine-tunes of one P share a basin more than
+    scratch runs do (lower loss barrier), P-T is closer to P than RI-T (CKA of the same module;
+    relative weight distance), P-T pairs make more of the same mistakes, and feature reuse falls
+    with block size (the fine-tune − scratch gap shrinks as blocks get smaller)."""
+    import polars as pl
+
+    rows: list[dict] = []
+    root = Path(analyses_dir)
+    for exp_dir in sorted(p for p in root.iterdir() if (p / "barriers.parquet").exists()):
+        experiment = exp_dir.name
+        reason = unlearned(status, experiment, ("finetune", "scratch"))
+        barriers = pl.read_parquet(exp_dir / "barriers.parquet")
+        pt = barriers.filter(pl.col("pair_type") == "P-T/P-T")["barrier_loss"].to_numpy()
+        rit = barriers.filter(pl.col("pair_type") == "RI-T/RI-T")["barrier_loss"].to_numpy()
+        if pt.size and rit.size:
+            rows.append(
+                _row(NEYSHABUR, "fine-tunes of one P share a basin more than scratch runs",
+                     experiment, "loss barrier between P-T pairs", pt.mean(),
+                     "loss barrier between RI-T pairs", rit.mean(), pt.mean() - rit.mean(),
+                     exact_two_sample_p(pt, rit), -1, pt.size + rit.size,
+                     reason or too_few(comb(pt.size + rit.size, pt.size), alpha))
+            )  # fmt: skip
+        cka = pl.read_parquet(exp_dir / "cka.parquet").filter(pl.col("diagonal"))
+        per_seed = cka.group_by(["pair_type", "seed_a"]).agg(pl.col("cka").mean()).sort("seed_a")
+        pt_p = per_seed.filter(pl.col("pair_type") == "P-T/P")
+        rit_p = per_seed.filter(pl.col("pair_type") == "RI-T/P")
+        paired = pt_p.join(rit_p, on="seed_a", suffix="_rit")
+        if paired.height:
+            d = (paired["cka"] - paired["cka_rit"]).to_numpy()
+            rows.append(
+                _row(NEYSHABUR, "P-T is closer to P than RI-T in representation (CKA)",
+                     experiment, "mean CKA(P-T, P) over modules", paired["cka"].mean(),
+                     "mean CKA(RI-T, P), same seeds", paired["cka_rit"].mean(), d.mean(),
+                     exact_sign_flip_p(d), +1, d.size, reason or too_few(2**d.size, alpha))
+            )  # fmt: skip
+        distances = pl.read_parquet(exp_dir / "distances.parquet")
+        per_seed = distances.group_by(["pair_type", "seed_a"]).agg(pl.col("relative").mean())
+        paired = (
+            per_seed.filter(pl.col("pair_type") == "P-T/P")
+            .join(per_seed.filter(pl.col("pair_type") == "RI-T/P"), on="seed_a", suffix="_rit")
+            .sort("seed_a")
+        )
+        if paired.height:
+            d = (paired["relative"] - paired["relative_rit"]).to_numpy()
+            rows.append(
+                _row(NEYSHABUR, "P-T is closer to P than RI-T in weights", experiment,
+                     "relative distance ‖θ_PT − θ_P‖ / ‖θ_P‖", paired["relative"].mean(),
+                     "relative distance of RI-T to P", paired["relative_rit"].mean(), d.mean(),
+                     exact_sign_flip_p(d), -1, d.size, reason or too_few(2**d.size, alpha))
+            )  # fmt: skip
+        mistakes = pl.read_parquet(exp_dir / "mistakes.parquet").with_columns(
+            common=pl.col("both_wrong") / (pl.col("both_wrong") + pl.col("uncommon"))
+        )
+        pt = mistakes.filter(pl.col("pair_type") == "P-T/P-T")["common"].to_numpy()
+        rit = mistakes.filter(pl.col("pair_type") == "RI-T/RI-T")["common"].to_numpy()
+        if pt.size and rit.size:
+            rows.append(
+                _row(NEYSHABUR, "fine-tunes of one P make the same mistakes more than scratch runs",
+                     experiment, "share of mistakes both P-T models make", np.nanmean(pt),
+                     "same share for RI-T pairs", np.nanmean(rit), np.nanmean(pt) - np.nanmean(rit),
+                     exact_two_sample_p(pt, rit), +1, pt.size + rit.size,
+                     reason or too_few(comb(pt.size + rit.size, pt.size), alpha))
+            )  # fmt: skip
+        reuse = exp_dir / "feature_reuse.parquet"
+        if reuse.exists():
+            rows += _feature_reuse(pl.read_parquet(reuse), experiment, reason, alpha)
+    return rows
+
+
+def _feature_reuse(table, experiment: str, reason: str, alpha: float) -> list[dict]:
+    """Spearman ρ of the relative gap (A_PT − A_RIT)/A_PT with the block size, per seed, mean
+    over seeds; exact permutation p of block sizes within seeds."""
+    import polars as pl
+
+    from transferscope.knowledge.claims import within_experiment_link
+
+    by_seed = table.select(
+        experiment=pl.col("seed").cast(pl.String), block=pl.col("block_size"),
+        gap=pl.col("relative_gap"),
+    )  # fmt: skip
+    rho, p, n = within_experiment_link(by_seed, "block", "gap")
+    sizes = by_seed.group_by("experiment").len()["len"].to_list()
+    reason = reason or ("" if n else "fewer than 3 block sizes")
+    reason = reason or too_few(int(np.prod([factorial(k) for k in sizes])), alpha)
+    return [
+        _row(NEYSHABUR, "feature reuse falls with block size (the gap shrinks with smaller blocks)",
+             experiment, "mean over seeds of Spearman ρ(block size, relative gap)", rho,
+             "block sizes permuted within seed", 0.0, rho, p, +1, n, reason)
+    ]  # fmt: skip
+
+
+def theory_claims(theory_dir, alpha: float) -> list[dict]:
+    """Theory equals simulation (per diagram, an equivalence test per cell at the Bonferroni
+    level: the claim holds when every cell's interval of theory − simulation lies within
+    ±THEORY_TOLERANCE), the negative-transfer boundary (simulated transferability has the sign
+    the closed form predicts, against predictions permuted among cells), and tuned scratch
+    weight decay removes the anomalous positive-transfer band (paired by cell, γ ≥ 1)."""
+    import polars as pl
+    from scipy.stats import norm
+
+    rows = []
+    root = Path(theory_dir)
+    for name in ("linear", "linear_ridge", "linear_tuned", "finetune", "finetune_tuned"):
+        path = root / f"phase_{name}.parquet"
+        if not path.exists():
+            continue
+        cells = pl.read_parquet(path).filter(
+            pl.col("simulation").is_finite() & (pl.col("n_instances") - pl.col("n_unconverged") > 1)
+        )
+        if not cells.height:
+            continue
+        diff = (cells["theory"] - cells["simulation"]).to_numpy()
+        se = (cells["sim_std"] / (cells["n_instances"] - cells["n_unconverged"]).sqrt()).to_numpy()
+        z = norm.ppf(1 - alpha / (2 * diff.size))
+        lo, hi = diff - z * se, diff + z * se
+        worst = np.max(np.maximum(np.abs(lo), np.abs(hi)))
+        best = np.max(np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi))))
+        row = _row(TAHIR, f"theory equals simulation ({name})", "theory",
+                   "max over cells of |theory − simulation|", np.max(np.abs(diff)),
+                   "0 (within ±tolerance)", 0.0, np.max(np.abs(diff)), float("nan"), 0,
+                   diff.size)  # fmt: skip
+        row.update(low=float(best), high=float(worst), tolerance=THEORY_TOLERANCE)
+        rows.append(row)
+    linear = root / "phase_linear.parquet"
+    if linear.exists():
+        cells = pl.read_parquet(linear).filter(
+            pl.col("simulation").is_finite() & (pl.col("theory").abs() > 1e-9)
+        )
+        predicted = np.sign(cells["theory"].to_numpy())
+        simulated = np.sign(cells["simulation"].to_numpy())
+        agree = float(np.mean(predicted == simulated))
+        rng = np.random.default_rng(0)
+        draws = [np.mean(rng.permutation(predicted) == simulated) for _ in range(20000)]
+        rows.append(
+            _row(TAHIR, "the closed form predicts where transfer turns negative", "theory",
+                 "share of cells whose simulated transferability has the predicted sign", agree,
+                 "predicted signs permuted among cells", float(np.mean(draws)),
+                 agree - float(np.mean(draws)), nulls.two_sided(np.asarray(draws), agree), +1,
+                 predicted.size)
+        )  # fmt: skip
+    tuned = root / "phase_linear_tuned.parquet"
+    if linear.exists() and tuned.exists():
+        keys = ["theta", "gamma", "sigma"]
+        paired = (
+            pl.read_parquet(linear)
+            .join(pl.read_parquet(tuned), on=keys, suffix="_tuned")
+            .filter((pl.col("gamma") >= 1) & (pl.col("sigma") > 0))
+            .filter(pl.col("simulation").is_finite() & pl.col("simulation_tuned").is_finite())
+        )
+        if paired.height:
+            d = (paired["simulation"] - paired["simulation_tuned"]).to_numpy()
+            p = exact_sign_flip_p(d) if d.size <= 16 else nulls.sign_flip_p_value([d])
+            rows.append(
+                _row(TAHIR, "tuned scratch weight decay removes the anomalous positive-transfer band",
+                     "theory", "transferability against min-norm scratch, γ ≥ 1, σ > 0",
+                     paired["simulation"].mean(), "the same against tuned-ridge scratch",
+                     paired["simulation_tuned"].mean(), d.mean(), p, +1, d.size)
+            )  # fmt: skip
+    return rows

@@ -1,0 +1,65 @@
+"""Claims of the representation and theory lenses on constructed tables with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy.stats import permutation_test
+
+from transferscope.knowledge import claims, lens_claims
+
+
+def test_exact_two_sample_p_matches_scipy_enumeration():
+    a, b = np.array([0.9, 1.1, 1.3, 1.2]), np.array([0.2, 0.5, 0.4, 1.0])
+    ref = permutation_test(
+        (a, b), lambda x, y: x.mean() - y.mean(), permutation_type="independent",
+        alternative="greater", n_resamples=np.inf,
+    )  # fmt: skip
+    arrangements = 70  # C(8, 4)
+    greater = (1 + ref.pvalue * arrangements) / (1 + arrangements)  # the +1 rule
+    assert lens_claims.exact_two_sample_p(a, b) == pytest.approx(min(1, 2 * greater))
+
+
+def test_exact_sign_flip_p_counts_every_flip():
+    d = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    # only the observed signs (and none other) reach the observed mean: 2·(1 + 1)/(1 + 32)
+    assert lens_claims.exact_sign_flip_p(d) == pytest.approx(4 / 33)
+    assert lens_claims.too_few(128, 0.05) == ""  # 4/129 < 0.05
+    assert "add seeds" in lens_claims.too_few(32, 0.05)
+    assert "add seeds" in lens_claims.too_few(8, 0.05)
+
+
+def _phase(offset: float, std: float, n: int = 50):
+    rows = []
+    for theta in (0.0, 0.5, 1.0):
+        for gamma in (0.5, 1.5):
+            theory = np.cos(theta) - gamma / 4
+            rows.append(dict(theta=theta, gamma=gamma, sigma=0.2, theory=theory,
+                             simulation=theory + offset, sim_std=std, n_instances=n,
+                             n_unconverged=0, difference=abs(offset)))  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("offset", "std", "expected"),
+    [(0.001, 0.01, claims.SUPPORTED), (0.3, 0.01, claims.CONTRADICTED),
+     (0.01, 0.5, claims.NULL)],
+)  # fmt: skip
+def test_theory_equals_simulation_reaches_every_verdict(tmp_path, offset, std, expected):
+    _phase(offset, std).write_parquet(tmp_path / "phase_linear.parquet")
+    rows = [r for r in lens_claims.theory_claims(tmp_path, 0.05) if "equals" in r["claim"]]
+    table = claims.finalise(rows, 0.05)
+    assert table["verdict"].to_list() == [expected]
+
+
+def test_negative_transfer_sign_is_tested_against_permuted_predictions(tmp_path):
+    rows = []
+    for i in range(40):
+        theory = (-1) ** i * (0.1 + i / 100)
+        rows.append(dict(theta=i / 40, gamma=1.5, sigma=0.2, theory=theory, simulation=theory,
+                         sim_std=0.01, n_instances=8, n_unconverged=0, difference=0.0))  # fmt: skip
+    pl.DataFrame(rows).write_parquet(tmp_path / "phase_linear.parquet")
+    found = [r for r in lens_claims.theory_claims(tmp_path, 0.05) if "negative" in r["claim"]]
+    assert found[0]["observed"] == 1.0 and found[0]["null"] == pytest.approx(0.5, abs=0.05)
+    assert claims.finalise(found, 0.05)["verdict"][0] == claims.SUPPORTED
