@@ -302,6 +302,7 @@ def test_a_parameter_reruns_only_what_depends_on_it(workspace, first_repro):
         "knowledge",
         "figures",
         "analyses",
+        "claims",
     }
     assert lookup(yaml.safe_load((workspace / "config.yaml").read_text()), key) == value
     assert json.loads(sh("dvc status --json", workspace).stdout or "{}") == {}
@@ -340,8 +341,8 @@ def test_outputs_restored_by_dvc_are_not_trusted_blindly(workspace, first_repro)
     committed["figures"]["dpi"] = dpi
     (workspace / "config.yaml").write_text(yaml.safe_dump(committed, sort_keys=False))
     out = sh("dvc repro", workspace).stdout
-    # the analyses draw their figures at the same dpi
-    assert stages_run(out) == {"figures", "analyses"} and "forcing" in out, out
+    # the analyses draw their figures at the same dpi; the claims read the analyses' directory
+    assert stages_run(out) == {"figures", "analyses", "claims"} and "forcing" in out, out
     assert {f: png_size(workspace / f) for f in figures} == at_dpi
     sh(restore, workspace)
     assert json.loads(sh("dvc status --json", workspace).stdout or "{}") == {}

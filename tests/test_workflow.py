@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from .conftest import ROOT, tracked_copy
@@ -100,5 +101,19 @@ def test_smoke_workflow_runs_and_then_has_nothing_to_do(tmp_path):
         assert (repo / path).stat().st_size > 0, path
     metrics = json.loads((repo / "results/metrics.json").read_text())
     assert "digits_resnet" in metrics and "links" in metrics
+    # the summary opens with the generated claims; every verdict is one of the rule's words
+    summary = (repo / "results/summary.md").read_text()
+    assert summary.index("## Claims tested on this run") < summary.index("## Test accuracy")
+    claims_table = pl.read_parquet(repo / "results/claims.parquet")
+    assert set(claims_table["verdict"]) <= {
+        "supported",
+        "not distinguishable from the null",
+        "contradicted",
+        "not testable",
+    }
+    assert (claims_table.filter(pl.col("verdict") == "not testable")["reason"] != "").all()
+    # directness keeps runs of every length (the text runs train fewer epochs)
+    directness = pl.read_parquet(repo / "results/knowledge/directness.parquet")
+    assert set(directness["experiment"]) == set(metrics) & {"digits_resnet", "sentiment_minilm"}
     again = snakemake(repo, "-n", "--cores", "2", "--configfile", "config/smoke.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr

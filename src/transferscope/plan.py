@@ -67,7 +67,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from transferscope.config import REGIMES, ConfigError, epochs, training_settings
+from transferscope.config import (
+    REGIMES,
+    ConfigError,
+    epochs,
+    pretrained_seeds,
+    training_settings,
+)
 
 # ------------------------------------------------------------------------------ cost constants
 
@@ -446,7 +452,8 @@ def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
         )
     for experiment in config["experiments"]:
         for regime in REGIMES:
-            out += [_train_job(config, experiment, regime, s, exact) for s in config["seeds"]]
+            seeds = pretrained_seeds(config) if regime == "pretrain" else config["seeds"]
+            out += [_train_job(config, experiment, regime, s, exact) for s in seeds]
     for experiment in config["experiments"]:
         out += [_interactions_job(config, experiment, s, exact) for s in config["seeds"]]
     out += _analyses_jobs(config, exact)
