@@ -18,3 +18,18 @@ def mem_mb_for(rule_name):
         return ts_plan.job_request(config, rule_name, wildcards, attempt)["mem_mb"]
 
     return mem_mb
+
+
+# A local run starts every ready job its resources allow, so GPU jobs without a `gpu` limit
+# would all share one device: unless --resources gpu=N says how many GPUs there are, one at a
+# time. Cluster runs (--jobs, an executor plugin) get one GPU per job from the scheduler.
+def gpu_limit_given():
+    return "gpu" in dict(workflow.global_resources.items())
+
+
+if (
+    workflow.local_exec
+    and workflow.global_resources["_nodes"].value is None
+    and not gpu_limit_given()
+):
+    workflow.register_resource("gpu", 1)

@@ -163,3 +163,101 @@ def test_a_224px_split_becomes_float32_without_a_second_copy():
     # the float32 result (4x) plus less than 1.5x the uint8 array of temporaries; two float
     # copies would add 4x more
     assert int(grown) < 4 * int(uint8_bytes) + 1.5 * int(uint8_bytes)
+
+
+# Snakemake's dry run starts every ready job without selecting among them; this records, for
+# each set of jobs that become ready together, the ones its scheduler would start at once.
+SCHEDULER_PROBE = """
+import copy, json, sys
+import snakemake.api  # noqa: F401 - imports snakemake.dag in the order it needs
+from snakemake import dag
+
+started = []
+register_running = dag.DAG.register_running
+
+
+def recorded(self, jobs):
+    scheduler, ready = self.workflow.scheduler, list(jobs)
+    if ready and scheduler is not None:
+        chosen = scheduler.job_selector_greedy(
+            ready, scheduler.remaining_jobs, copy.copy(scheduler.global_resources),
+            {job: 0 for job in ready},
+        )
+        started.append([(job.rule.name, job.scheduler_resources.get("gpu", 0)) for job in chosen])
+    return register_running(self, jobs)
+
+
+dag.DAG.register_running = recorded
+from snakemake.cli import main
+
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("STARTED", json.dumps(started))
+"""
+
+
+def readme_command(config: str) -> list[str]:
+    """The README's snakemake command for ``config``, as arguments."""
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    (line,) = re.findall(rf"^snakemake --configfile {re.escape(config)} [^#\n]*", readme, re.M)
+    return shlex.split(line)[1:]
+
+
+def gpu_jobs_started_at_once(args: list[str]) -> list[int]:
+    """GPUs held by the jobs Snakemake would start together, per scheduling round (dry run)."""
+    import json
+
+    result = subprocess.run(
+        [sys.executable, "-c", SCHEDULER_PROBE, "-n", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    marker = [line for line in result.stdout.splitlines() if line.startswith("STARTED ")]
+    assert marker and result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rounds = json.loads(marker[0][len("STARTED ") :])
+    return [sum(gpu for _, gpu in jobs) for jobs in rounds]
+
+
+@pytest.mark.slow
+def test_the_readme_paper_small_command_never_runs_two_gpu_jobs_at_once():
+    args = readme_command("config/paper-small.yaml")
+    assert "--resources" in args and "gpu=1" in args
+    assert max(gpu_jobs_started_at_once(args)) == 1
+    # without the flag the workflow's own default holds it to one as well
+    without = [a for a in args if a not in ("--resources", "gpu=1")]
+    assert max(gpu_jobs_started_at_once(without)) == 1
+    # with two GPUs two jobs start together (so the check above can fail)
+    assert max(gpu_jobs_started_at_once([*without, "--resources", "gpu=2"])) == 2
+
+
+SLOT_SCRIPT = """
+import sys, time
+from transferscope.runtime import gpu_slot
+print(gpu_slot(["gpu-a", "gpu-b"], sys.argv[1], poll=0.1), flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_jobs_side_by_side_get_different_gpus_and_a_finished_job_frees_its_own(tmp_path):
+    def start(hold: float):
+        return subprocess.Popen(
+            [sys.executable, "-c", SLOT_SCRIPT, str(tmp_path), str(hold)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    first = start(60)
+    first_slot = first.stdout.readline().strip()
+    second = start(0)
+    second_slot = second.stdout.readline().strip()
+    second.wait(timeout=60)
+    third = start(0)  # the finished job's device is free again; the first job's is still held
+    third_slot = third.stdout.readline().strip()
+    third.wait(timeout=60)
+    first.kill()
+    first.wait()
+    assert {first_slot, second_slot} == {"0", "1"}
+    assert third_slot == second_slot
