@@ -92,8 +92,9 @@ def test_registry_and_pinned_sources():
     for module in (cifar10, cub, sst2):
         assert module.DEFAULT_PARAMS["url"].startswith("https://")
         assert download.SHA256_RE.match(module.DEFAULT_PARAMS["sha256"])
-    # no verified Stanford Cars checksum exists: all four must be set by the user
-    assert all(cars.DEFAULT_PARAMS[f"{p}sha256"] is None for p in cars.FILES)
+    # only the MD5 values of the original Stanford Cars files are published
+    assert all(download.MD5_RE.match(cars.DEFAULT_PARAMS[f"{p}sha256"]) for p in cars.FILES)
+    assert cars.DEFAULT_PARAMS["devkit_sha256"] == "md5:c3b158d763b6e2245038c8ad08e45376"
 
 
 @pytest.mark.parametrize("name", list(MODULES))
@@ -187,6 +188,67 @@ def test_checksum_mismatch_names_file_and_hashes_and_leaves_nothing(served, tmp_
     assert opened == []  # the pickles were never opened
     assert cache_files(tmp_path / "cache") == []  # no partial or temporary file in the cache
     assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []
+
+
+def md5_pins(served, folder: str = "cars") -> dict[str, str]:
+    """``md5:`` pins of the served Stanford Cars files (the only checksums its publishers give)."""
+    import hashlib
+
+    root = served[1]
+    return {
+        f"{prefix}sha256": "md5:" + hashlib.md5((root / folder / name).read_bytes()).hexdigest()
+        for prefix, name in cars.FILES.items()
+    }
+
+
+def test_md5_pins_are_accepted_and_checked(served, tmp_path):
+    params = {**params_for("cars", served, tmp_path / "cache"), **md5_pins(served)}
+    prepare_dataset("cars", params, tmp_path / "data")
+    assert read_manifest(tmp_path / "data")["params"]["devkit_sha256"].startswith("md5:")
+    with pytest.raises(ValueError, match=r"devkit_sha256='md5:abc'.*md5:<32 hex"):
+        prepare_dataset("cars", {**params, "devkit_sha256": "md5:abc"}, tmp_path / "bad")
+
+
+def test_a_corrupt_archive_fails_its_md5_naming_file_and_hash_before_unpacking(
+    served, tmp_path, monkeypatch
+):
+    server, root, _ = served
+    bad = root / "corrupt-md5/cars"  # served beside the intact files
+    bad.mkdir(parents=True)
+    for name in cars.FILES.values():
+        data = (root / "cars" / name).read_bytes()
+        if name == "cars_test.tgz":
+            data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]  # one flipped byte
+        (bad / name).write_bytes(data)
+    pins = md5_pins(served)
+    params = {**params_for("cars", served, tmp_path / "cache"), **pins}
+    params["test_images_url"] = server.url("corrupt-md5/cars/cars_test.tgz")
+    unpacked = []
+    monkeypatch.setattr(cars, "read_devkit", lambda *a: unpacked.append(a))
+    monkeypatch.setattr(cars, "read_images", lambda *a: unpacked.append(a))
+    with pytest.raises(ValueError) as err:
+        prepare_dataset("cars", params, tmp_path / "data")
+    message = str(err.value)
+    assert "cars_test.tgz" in message and pins["test_images_sha256"] in message
+    assert "MD5" in message and "datasets.cars.test_images_sha256" in message
+    assert unpacked == []  # nothing was read from any archive
+    assert not (tmp_path / "cache/cars/cars_test.tgz").exists()
+
+
+def test_files_placed_in_the_cache_by_hand_are_used_without_a_download(served, tmp_path):
+    import shutil
+
+    server, root, _ = served
+    cache = tmp_path / "cache"
+    (cache / "cars").mkdir(parents=True)
+    for name in cars.FILES.values():
+        shutil.copy(root / "cars" / name, cache / "cars" / name)
+    params = {**params_for("cars", served, cache), **md5_pins(served)}
+    params |= {f"{prefix}url": "http://127.0.0.1:9/gone" for prefix in cars.FILES}
+    before = len(server.requests)
+    prepare_dataset("cars", params, tmp_path / "data")
+    assert len(server.requests) == before
+    assert read_manifest(tmp_path / "data")["tasks"]["target"]["train"] > 0
 
 
 def test_pickles_are_opened_only_after_verification(served, tmp_path):
@@ -286,7 +348,7 @@ def test_unpinned_checksums_are_refused_before_any_download(served, tmp_path):
     server = served[0]
     params = params_for("cars", served, tmp_path / "cache")
     for prefix in cars.FILES:
-        params.pop(f"{prefix}sha256")  # back to the defaults: null
+        params[f"{prefix}sha256"] = None
     before = len(server.requests)
     with pytest.raises(ValueError) as err:
         prepare_dataset("cars", params, tmp_path / "cars")

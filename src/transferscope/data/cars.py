@@ -3,9 +3,11 @@
 
 Four files: the two image archives (``cars_train/*.jpg``, ``cars_test/*.jpg``), the devkit
 (``devkit/cars_meta.mat``: class names; ``devkit/cars_train_annos.mat``: boxes, classes, file
-names) and the test labels (``cars_test_annos_withlabels.mat``). No verified SHA-256 of them is
-known and their original host is offline, so all four ``*_sha256`` params default to null and
-must be set (see docs/datasets.md). MATLAB files are read with scipy (no code runs).
+names) and the test labels (``cars_test_annos_withlabels.mat``). Their original host is offline
+and only the MD5 values of the original files are published (the ones torchvision checked), so
+the four ``*_sha256`` params default to those ``md5:`` pins: place the files in the cache by
+hand, or point the ``*_url`` params at a copy (see docs/datasets.md). MATLAB files are read with
+scipy (no code runs).
 
 Images are squashed to ``image_size``² (``crop: bbox`` crops to the annotated box first; the
 devkit's boxes are 1-based inclusive pixel corners).
@@ -26,13 +28,13 @@ from transferscope.data.format import write_image_dataset
 
 DEFAULT_PARAMS = {
     "train_images_url": "https://ai.stanford.edu/~jkrause/car196/cars_train.tgz",
-    "train_images_sha256": None,
+    "train_images_sha256": "md5:065e5b463ae28d29e77c1b4b166cfe61",
     "test_images_url": "https://ai.stanford.edu/~jkrause/car196/cars_test.tgz",
-    "test_images_sha256": None,
+    "test_images_sha256": "md5:4ce7ebf6a94d07f1952d94dd34c4d501",
     "devkit_url": "https://ai.stanford.edu/~jkrause/cars/car_devkit.tgz",
-    "devkit_sha256": None,
+    "devkit_sha256": "md5:c3b158d763b6e2245038c8ad08e45376",
     "test_labels_url": "https://ai.stanford.edu/~jkrause/car196/cars_test_annos_withlabels.mat",
-    "test_labels_sha256": None,
+    "test_labels_sha256": "md5:b0a2b23655a3edd16d84508592a98d10",
     "image_size": 64,
     "crop": "none",
     "train_per_class": None,

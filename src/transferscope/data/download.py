@@ -1,17 +1,18 @@
-"""Downloads of the real datasets: through pooch into a cache, verified against pinned SHA-256.
+"""Downloads of the real datasets: through pooch into a cache, verified against pinned checksums.
 
 A dataset module lists its files in ``FILES`` ({param prefix: file name}); its params hold
-``<prefix>url`` and ``<prefix>sha256`` for each, and ``cache_dir`` (null: the environment
+``<prefix>url`` and ``<prefix>sha256`` for each (a SHA-256, or ``md5:<32 hex digits>`` for files
+whose publishers give only an MD5, such as Stanford Cars), and ``cache_dir`` (null: the environment
 variable ``TRANSFERSCOPE_CACHE``, else the OS cache, e.g. ``~/.cache/transferscope``). Files go to
 ``<cache_dir>/<dataset>/<file name>``.
 
 * A null or malformed checksum is refused before anything is downloaded.
 * A download goes to a temporary file (``tmp*``) beside its final name and is moved into place
-  only when its SHA-256 matches; otherwise it is deleted and the error names the file, both
-  hashes and the config key. An interrupted download keeps nothing; the next run starts over
+  only when its checksum matches; otherwise it is deleted and the error names the file, both
+  hashes and the config key. Nothing is unpacked or read before that check. An interrupted download keeps nothing; the next run starts over
   and deletes temporary files untouched for ``STALE_SECONDS`` (a killed run's leftovers).
-* A cached file with the right SHA-256 is used without any download; one with another hash is
-  deleted and downloaded again.
+* A cached file with the right checksum is used without any download; one with another hash is
+  deleted and downloaded again (a file placed in the cache by hand is used when it matches).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from transferscope.data.params import invalid
 from transferscope.data.registry import dataset_module, dataset_params
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+MD5_RE = re.compile(r"^md5:[0-9a-f]{32}$")
 STALE_SECONDS = 600
 
 
@@ -49,16 +51,29 @@ def check_sources(name: str, params: dict[str, Any], files: dict[str, str]) -> N
         raise ValueError(
             f"{', '.join(unpinned)}: null, no verified checksum pinned; nothing is downloaded "
             "or read without one. Get the original files, run sha256sum on them and set these "
-            "keys in the config (see docs/datasets.md)"
+            "keys in the config (or md5:<md5sum> where only an MD5 is published; see "
+            "docs/datasets.md)"
         )
     for prefix in files:
         sha, url = params[f"{prefix}sha256"], params[f"{prefix}url"]
-        if not isinstance(sha, str) or not SHA256_RE.match(sha):
-            raise invalid(name, f"{prefix}sha256", sha, "not a SHA-256 (64 hex digits, lowercase)")
+        if not isinstance(sha, str) or not (SHA256_RE.match(sha) or MD5_RE.match(sha)):
+            raise invalid(
+                name, f"{prefix}sha256", sha,
+                "not a SHA-256 (64 hex digits, lowercase) or md5:<32 hex digits, lowercase>",
+            )  # fmt: skip
         if not isinstance(url, str) or not url:
             raise invalid(name, f"{prefix}url", url, "must be the URL of the file")
     if params["cache_dir"] is not None and not isinstance(params["cache_dir"], str):
         raise invalid(name, "cache_dir", params["cache_dir"], "must be a directory path or null")
+
+
+def file_checksum(path: Path, pinned: str) -> str:
+    """The checksum of ``path`` in the form of ``pinned``: ``md5:<hex>`` or a bare SHA-256."""
+    import pooch
+
+    if pinned.startswith("md5:"):
+        return "md5:" + pooch.file_hash(str(path), alg="md5")
+    return pooch.file_hash(str(path), alg="sha256")
 
 
 def remove_stale_temporaries(folder: Path, age: float = STALE_SECONDS) -> None:
@@ -82,7 +97,7 @@ def fetch_file(name: str, prefix: str, file_name: str, params: dict[str, Any]) -
     target = folder / file_name
     url, expected = params[f"{prefix}url"], params[f"{prefix}sha256"]
     if target.exists():
-        if pooch.file_hash(str(target), alg="sha256") == expected:
+        if file_checksum(target, expected) == expected:
             return target
         target.unlink()  # a corrupt or outdated copy: never read, downloaded again
     fd, tmp_name = tempfile.mkstemp(prefix="tmp", dir=folder)
@@ -99,10 +114,11 @@ def fetch_file(name: str, prefix: str, file_name: str, params: dict[str, Any]) -
                 f"{file_name}: the download from {url} failed or was interrupted "
                 f"({type(err).__name__}: {err}); nothing was kept, rerun to download it again"
             ) from err
-        actual = pooch.file_hash(str(tmp), alg="sha256")
+        actual = file_checksum(tmp, expected)
         if actual != expected:
+            what = "MD5" if expected.startswith("md5:") else "SHA-256"
             raise ValueError(
-                f"{file_name} downloaded from {url}: its SHA-256 is {actual}, but "
+                f"{file_name} downloaded from {url}: its {what} is {actual}, but "
                 f"datasets.{name}.{prefix}sha256 pins {expected}. The download was deleted; "
                 "check the URL (a different or changed file) or the pinned checksum"
             )
