@@ -132,34 +132,67 @@ def check_models(config: dict[str, Any], source: str = "config") -> None:
     for label, spec in config["models"].items():
         name = spec["name"]
         if spec["source"] == "timm":
-            import timm
-
+            models, pretrained = timm_names()
             arch, _, tag = name.partition(".")
-            if not timm.is_model(name):
-                close = difflib.get_close_matches(name, timm.list_models(), n=5)
+            if arch not in models:
+                close = difflib.get_close_matches(name, sorted(models), n=5)
                 raise ConfigError(
                     f"{source}: models.{label}.name: timm does not know model '{name}'; close "
                     f"matches: {close}"
                 )
-            if tag and name not in timm.list_pretrained(f"{arch}.*"):
+            if tag and name not in pretrained:
+                tags = sorted(p for p in pretrained if p.partition(".")[0] == arch)
                 raise ConfigError(
                     f"{source}: models.{label}.name: timm model '{arch}' has no pretrained tag "
-                    f"'{tag}'; available: {timm.list_pretrained(f'{arch}.*')}"
+                    f"'{tag}'; available: {tags}"
                 )
-        elif name.startswith("package:"):
-            from transferscope.models import resolve_hf_path
+        elif name.startswith("package:"):  # as models.resolve_hf_path, without importing torch
+            import importlib.util
 
-            try:
-                resolve_hf_path(name)
-            except ValueError as err:
-                raise ConfigError(f"{source}: models.{label}.name: {err}") from None
+            module, _, sub = name[len("package:") :].partition("/")
+            found = importlib.util.find_spec(module)
+            if found is None or found.origin is None:
+                raise ConfigError(
+                    f"{source}: models.{label}.name: Python package '{module}' is not installed"
+                )
+            if not (Path(found.origin).parent / sub).is_dir():
+                raise ConfigError(
+                    f"{source}: models.{label}.name: package '{module}' has no directory '{sub}'"
+                )
+
+
+def timm_names() -> tuple[set[str], set[str]]:
+    """(architectures, pretrained ``arch.tag`` names) that the installed timm knows. Listing them
+    imports timm (seconds) and Snakemake validates the config at every start, so the lists are
+    cached per timm version in the user's cache directory ($XDG_CACHE_HOME or ~/.cache)."""
+    import json
+    import os
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = cache / "transferscope" / f"timm-{version('timm')}-names.json"
+    try:
+        names = json.loads(path.read_text())
+    except (OSError, ValueError):  # first use of this timm version, or an unreadable cache
+        import timm
+
+        names = {"models": timm.list_models(), "pretrained": timm.list_pretrained()}
+        try:
+            from transferscope.io import write_json
+
+            write_json(path, names)
+        except OSError:  # a read-only home: list them again next time
+            pass
+    return set(names["models"]), set(names["pretrained"])
 
 
 def check_baseline(config: dict[str, Any], source: str = "config") -> None:
     """``interactions.baseline`` applies to the players of every experiment's model."""
-    from transferscope.interactions.extract import BASELINES
-
     baseline = config["interactions"]["baseline"]
+    if baseline == "auto":  # each modality has it
+        return
+    from transferscope.interactions.extract import BASELINES  # torch: only when needed
+
     for exp, spec in config["experiments"].items():
         modality = MODALITY[config["models"][spec["model"]]["source"]]
         if baseline != "auto" and baseline not in BASELINES[modality]:
