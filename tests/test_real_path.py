@@ -261,3 +261,43 @@ def test_jobs_side_by_side_get_different_gpus_and_a_finished_job_frees_its_own(t
     first.wait()
     assert {first_slot, second_slot} == {"0", "1"}
     assert third_slot == second_slot
+
+
+def paper_variant(**datasets) -> dict:
+    """config/paper.yaml with some dataset params replaced."""
+    config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    config["datasets"].update(datasets)
+    return config
+
+
+def test_a_fixed_size_model_on_other_sized_images_stops_at_config_check():
+    from transferscope.config import ConfigError, validate_config
+
+    config = paper_variant(cub={"part_players": 8})  # cub's default 64 px
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, source="paper")
+    message = str(err.value)
+    assert "experiments.cub_vit_small" in message and "experiments.cub_vit_base" in message
+    assert "datasets.cub.image_size: 224" in message and "gives 64x64" in message
+    assert "cub_resnet50" not in message  # a convolutional network takes any size
+
+
+def test_channels_and_modality_mismatches_stop_at_config_check():
+    from transferscope.config import ConfigError, validate_config
+
+    config = paper_variant(digits={})
+    config["experiments"] = {"digits_resnet50": {"dataset": "digits", "model": "resnet50"}}
+    with pytest.raises(ConfigError, match=r"expect 3-channel images, dataset 'digits' has 1"):
+        validate_config(config)
+    config["experiments"] = {"sst2_vgg16": {"dataset": "sst2", "model": "vgg16"}}
+    with pytest.raises(ConfigError, match=r"takes image inputs but dataset 'sst2' holds text data"):
+        validate_config(config)
+
+
+def test_shipped_configs_pass_the_input_check():
+    from transferscope.inputs import input_problems
+
+    for path in [ROOT / "config.yaml", *sorted((ROOT / "config").glob("*.yaml"))]:
+        config = yaml.safe_load(path.read_text())
+        if "experiments" in config:
+            assert input_problems(config) == [], path.name

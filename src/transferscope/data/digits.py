@@ -26,6 +26,7 @@ DEFAULT_PARAMS = {
     "target_train_per_class": 10,
 }
 NAME = "digits"
+CHANNELS = 1  # greyscale
 
 
 def load_images(image_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -52,3 +52,14 @@ def prepare_dataset(name: str, params: dict[str, Any] | None, out: str | Path) -
     full = merge(name, module.DEFAULT_PARAMS, params)
     module.prepare(full, Path(out))
     return Path(out)
+
+
+def image_input(name: str, params: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(channels, image size) of the images dataset ``name`` gives with ``params``; None for
+    text. Image datasets have an ``image_size`` param; channels come from a ``channels`` param,
+    else the module's ``CHANNELS`` (3, RGB, when it has none)."""
+    full = dataset_params(name, params)
+    if "image_size" not in full:
+        return None
+    channels = full.get("channels", getattr(dataset_module(name), "CHANNELS", 3))
+    return int(channels), int(full["image_size"])

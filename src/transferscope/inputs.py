@@ -1,0 +1,80 @@
+"""Whether each experiment's dataset gives inputs its model can take, decided when the config is
+checked instead of when a training job fails hours later.
+
+A timm model takes images, a Hugging Face model sentences. A model with a fixed input size (a ViT
+built with ``img_size``, or a pre-trained one whose timm ``pretrained_cfg`` says
+``fixed_input_size``) needs ``datasets.<name>.image_size`` to equal it, and a pre-trained model
+needs as many channels as its weights' normalisation has. Only pre-trained timm models import
+timm (and torch) here, so checking the offline default config stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MODALITY = {"timm": "image", "huggingface": "text"}
+
+
+def input_problems(config: dict[str, Any]) -> list[str]:
+    """One message per experiment whose dataset does not fit its model, naming the keys and the
+    allowed values; empty when all fit."""
+    from transferscope.data.registry import image_input
+
+    problems = []
+    for exp, spec in config["experiments"].items():
+        dataset, label = spec["dataset"], spec["model"]
+        model = config["models"][label]
+        image = image_input(dataset, config["datasets"].get(dataset))
+        wanted = MODALITY.get(model["source"])
+        given = "text" if image is None else "image"
+        if wanted is not None and wanted != given:
+            fitting = sorted(
+                name
+                for name, params in config["datasets"].items()
+                if (image_input(name, params) is None) == (wanted == "text")
+            )
+            problems.append(
+                f"experiments.{exp}: model '{label}' ({model['source']}) takes {wanted} inputs but "
+                f"dataset '{dataset}' holds {given} data; allowed datasets: {fitting}"
+            )
+            continue
+        if image is not None:
+            problems += _image_problems(exp, dataset, label, model, *image)
+    return problems
+
+
+def _image_problems(exp, dataset, label, model, channels, size) -> list[str]:
+    """Input size and channel problems of a timm model on images of ``channels`` × ``size``²."""
+    kwargs = model.get("kwargs", {})
+    fixed = None if kwargs.get("dynamic_img_size") else kwargs.get("img_size")
+    expected_channels = None
+    if model.get("pretrained"):
+        from transferscope.models import image_preprocessing
+
+        preprocessing = image_preprocessing(model)
+        if fixed is None and preprocessing["fixed_input_size"]:
+            fixed = preprocessing["input_size"][-1]
+        expected_channels = preprocessing["input_size"][0]
+    problems = []
+    if fixed is not None and fixed != size:
+        problems.append(
+            f"experiments.{exp}: model '{label}' ({model['name']}) takes only {fixed}x{fixed} "
+            f"images, dataset '{dataset}' gives {size}x{size}; allowed: "
+            f"datasets.{dataset}.image_size: {fixed}"
+        )
+    if expected_channels is not None and expected_channels != channels:
+        problems.append(
+            f"experiments.{exp}: the pre-trained weights of model '{label}' ({model['name']}) "
+            f"expect {expected_channels}-channel images, dataset '{dataset}' has {channels}; "
+            f"allowed: a {expected_channels}-channel dataset or models.{label}.pretrained: false"
+        )
+    return problems
+
+
+def check_inputs(config: dict[str, Any], source: str = "config") -> None:
+    """Raise a ConfigError naming every experiment whose dataset does not fit its model."""
+    from transferscope.config import ConfigError
+
+    problems = input_problems(config)
+    if problems:
+        raise ConfigError(f"{source}: " + f"\n{source}: ".join(problems))
