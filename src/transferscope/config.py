@@ -100,6 +100,7 @@ def check_references(config: dict[str, Any], source: str = "config") -> None:
     """Every experiment names a configured dataset and model, every model name resolves, and
     the masking baseline fits every experiment: all checked before any job runs."""
     from transferscope.data.registry import dataset_names
+    from transferscope.inputs import check_inputs
 
     known = set(dataset_names())
     for name in config["datasets"]:
@@ -117,6 +118,7 @@ def check_references(config: dict[str, Any], source: str = "config") -> None:
                 )
     check_models(config, source)
     check_baseline(config, source)
+    check_inputs(config, source)
 
 
 # players of a model's inputs: timm models see image patches, Hugging Face encoders words
