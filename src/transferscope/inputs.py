@@ -49,12 +49,10 @@ def _image_problems(exp, dataset, label, model, channels, size) -> list[str]:
     fixed = None if kwargs.get("dynamic_img_size") else kwargs.get("img_size")
     expected_channels = None
     if model.get("pretrained"):
-        from transferscope.models import image_preprocessing
-
-        preprocessing = image_preprocessing(model)
-        if fixed is None and preprocessing["fixed_input_size"]:
-            fixed = preprocessing["input_size"][-1]
-        expected_channels = preprocessing["input_size"][0]
+        pretrained = pretrained_input(model["name"])
+        if fixed is None and pretrained["fixed_input_size"]:
+            fixed = pretrained["input_size"][-1]
+        expected_channels = pretrained["input_size"][0]
     problems = []
     if fixed is not None and fixed != size:
         problems.append(
@@ -69,6 +67,35 @@ def _image_problems(exp, dataset, label, model, channels, size) -> list[str]:
             f"allowed: a {expected_channels}-channel dataset or models.{label}.pretrained: false"
         )
     return problems
+
+
+def pretrained_input(name: str) -> dict[str, Any]:
+    """``input_size`` and ``fixed_input_size`` of timm's ``pretrained_cfg`` of ``name``. Reading
+    it imports timm and torch (seconds) and Snakemake checks the config at every start, so the
+    values are cached per timm version in the user's cache directory."""
+    import json
+    import os
+    from importlib.metadata import version
+    from pathlib import Path
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = cache / "transferscope" / f"timm-{version('timm')}-inputs.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):  # first use of this timm version, or an unreadable cache
+        known = {}
+    if name not in known:
+        from transferscope.models import image_preprocessing
+
+        cfg = image_preprocessing({"source": "timm", "name": name, "pretrained": True})
+        known[name] = {k: cfg[k] for k in ("input_size", "fixed_input_size")}
+        try:
+            from transferscope.io import write_json
+
+            write_json(path, known)
+        except OSError:  # a read-only home: read timm again next time
+            pass
+    return known[name]
 
 
 def check_inputs(config: dict[str, Any], source: str = "config") -> None:

@@ -8,12 +8,17 @@ part that is at least ``radius`` pixels from every part already chosen is chosen
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch loads inside the functions: the config check imports this module
+    import torch
 
 
 def choose_parts(parts: torch.Tensor, n: int, radius: float, priority: list[int]) -> torch.Tensor:
     """Per image the indices of up to ``n`` visible parts, in ``priority`` order, each at least
     ``radius`` pixels from those chosen before it: int64 (N, n), -1 where fewer are usable."""
+    import torch
+
     chosen = torch.full((len(parts), n), -1, dtype=torch.int64)
     for i, image in enumerate(parts):
         picked: list[int] = []
@@ -50,6 +55,8 @@ def part_player_masks(
             f"{bad} of {len(parts)} images have fewer than {n} visible parts {radius} px apart; "
             "keep only the images that cub.usable_part_images selects"
         )
+    import torch
+
     centres = torch.arange(size, dtype=torch.float32) + 0.5
     rows, cols = torch.meshgrid(centres, centres, indexing="ij")
     masks = torch.zeros(len(parts), n, size, size, dtype=torch.bool)
