@@ -125,6 +125,15 @@ def test_resume_state_is_byte_reproducible(config, prepared, reference, tmp_path
     assert (run / "resume.pt").read_bytes() == (reference / "resume.pt").read_bytes()
 
 
+def test_a_garbage_settings_file_retrains_instead_of_looping(config, prepared, reference, tmp_path):
+    """settings.json is what a run's checkpoints are trusted by: unreadable, the run retrains
+    (its old advice, "delete it and rerun its stage", did not make Snakemake rerun it)."""
+    run = shutil.copytree(reference, tmp_path / "scratch")
+    (run / "settings.json").write_text('{"hash": "half-writ')
+    train_run(scratch_settings(config), prepared["digits"], run, threads=1, progress=False)
+    assert run_bytes(run) == run_bytes(reference)
+
+
 # --------------------------------------------------------------------------- settings
 
 
