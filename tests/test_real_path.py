@@ -301,3 +301,56 @@ def test_shipped_configs_pass_the_input_check():
         config = yaml.safe_load(path.read_text())
         if "experiments" in config:
             assert input_problems(config) == [], path.name
+
+
+def test_resized_crops_keep_the_full_box_and_enlarge_a_part():
+    from transferscope.data.augment import crop_boxes, resized_crops
+
+    ramp = (
+        torch.arange(8.0).view(1, 1, 1, 8).expand(2, 3, 8, 8).contiguous()
+    )  # x grows to the right
+    full = torch.tensor([[0.0, 0.0, 8.0, 8.0]] * 2)
+    same = resized_crops(ramp, full, torch.tensor([False, True]))
+    assert torch.allclose(same[0], ramp[0]) and torch.allclose(same[1], ramp[1].flip(-1))
+    left = resized_crops(ramp, torch.tensor([[0.0, 0.0, 4.0, 8.0]] * 2), torch.tensor([False] * 2))
+    assert left.max() < 4 and (left[..., 1:] >= left[..., :-1]).all()  # the left half, stretched
+    boxes = crop_boxes(500, 32, 24, torch.Generator().manual_seed(0))
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 24).all() and (boxes[:, 3] <= 32).all()
+    share = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (32 * 24)
+    assert share.min() < 0.2 and share.max() > 0.8 and (share <= 1 + 1e-6).all()
+
+
+def test_augmentation_is_off_by_default_and_seeded_when_on(smoke_config, prepared, tmp_path):
+    from transferscope.config import run_settings
+    from transferscope.training import checkpoint_path, train_run
+
+    def final_weights(augment, out):
+        settings = run_settings(smoke_config, "digits_resnet", "scratch", 0)
+        settings["training"] = dict(settings["training"], epochs=1)
+        if augment is not None:
+            settings["training"]["augment"] = augment
+        train_run(settings, prepared["digits"], out, None, threads=1, progress=False)
+        return load_checkpoint(checkpoint_path(out, 1))[0]
+
+    plain, none = final_weights(None, tmp_path / "a"), final_weights("none", tmp_path / "b")
+    first, again = (
+        final_weights("crop_flip", tmp_path / "c"),
+        final_weights("crop_flip", tmp_path / "d"),
+    )
+    assert all(torch.equal(plain[k], none[k]) for k in plain)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], plain[k]) for k in first)
+
+
+def test_paper_configs_augment_finetuning_and_scratch_but_the_default_does_not():
+    from transferscope.config import training_settings
+
+    for path in PAPER_CONFIGS:
+        config = load_config(path)
+        for exp in config["experiments"]:
+            for regime in ("finetune", "scratch"):
+                assert training_settings(config, exp, regime).get("augment") == "crop_flip"
+    default = load_config(ROOT / "config.yaml")
+    for exp in default["experiments"]:
+        for regime in ("pretrain", "probe", "finetune", "scratch"):
+            assert training_settings(default, exp, regime).get("augment", "none") == "none"

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from transferscope import runtime
+from transferscope.data.augment import augmentation
 from transferscope.io import (
     atomic_path,
     fault_point,
@@ -448,6 +449,10 @@ def _train_epoch(model, optimizer, data, training, settings, epoch, device) -> f
     seed = runtime.derived_seed(settings["seed"], settings["regime"], "epoch", epoch)
     runtime.seed_everything(seed)  # dropout and any other global randomness of this epoch
     generator = torch.Generator().manual_seed(seed)
+    augment = None  # the probe trains its head on frozen features: nothing to augment
+    if settings["regime"] != "probe" and "x" in data.train_inputs:
+        augment = augmentation(training.get("augment", "none"))
+    augment_generator = torch.Generator().manual_seed(runtime.derived_seed(seed, "augment"))
     for group in optimizer.param_groups:
         group["lr"] = epoch_lr(training, epoch)
     model.train()
@@ -456,6 +461,8 @@ def _train_epoch(model, optimizer, data, training, settings, epoch, device) -> f
         data.train_inputs, data.train_y, training["batch_size"], generator
     ):
         batch = {k: v.to(device) for k, v in batch.items()}
+        if augment is not None:
+            batch["x"] = augment(batch["x"], augment_generator)
         labels = labels.to(device)
         loss = nn.functional.cross_entropy(model(**batch), labels)
         if not torch.isfinite(loss):
