@@ -226,6 +226,7 @@ def _image_game(params: dict, manifest: dict, test, data_dir, baseline: str, spe
         n, radius, priority = int(info["part_players"]), float(info["radius_px"]), info["priority"]
         check_players(n, params["max_players"])
         eligible = cub.usable_part_images(parts, n, radius, priority)
+        cub.require_part_images(int(eligible.sum()), params["samples"], info)
         index = _pick(test, eligible, params, f"images with {n} usable parts")
         players = cub.part_player_masks(parts[index], height, radius, n, priority)
         chosen = cub.choose_parts(parts[index], n, radius=radius, priority=priority)
