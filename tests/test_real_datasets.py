@@ -379,6 +379,20 @@ def test_bad_params_are_named(served, tmp_path):
 # ------------------------------------------------------------------------------------- CUB parts
 
 
+def test_too_few_cub_images_with_parts_stop_the_game_naming_the_keys(prepared):
+    from transferscope.interactions.extract import interaction_params, prepare_game
+
+    settings = {"model": {"source": "timm", "name": "resnet10t"}, "interactions": {"samples": 4}}
+    with pytest.raises(ValueError) as err:  # the fixture has 3 test images with 4 usable parts
+        prepare_game(settings, interaction_params(settings), prepared["cub"])
+    message = str(err.value)
+    assert "only 3 CUB test images have 4 visible parts" in message
+    assert "interactions.samples = 4" in message and "part_radius = 0.1" in message
+    settings["interactions"]["samples"] = 3
+    game = prepare_game(settings, interaction_params(settings), prepared["cub"])
+    assert len(game.sample_index) == 3 and game.meta["players"] == "cub_parts"
+
+
 def expected_grid(p: int, size: int) -> tuple[float, float]:
     """Where the fixture puts part p, in the resized image (crop none)."""
     return (p % 5 + 1) * size / 6, (p // 5 + 1) * size / 4

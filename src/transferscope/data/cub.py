@@ -23,7 +23,14 @@ from transferscope.data.download import fetch_files
 from transferscope.data.format import load_arrays, read_manifest, write_image_dataset
 from transferscope.data.parts import choose_parts, part_player_masks, usable_part_images
 
-__all__ = ["choose_parts", "load_parts", "part_player_masks", "prepare", "usable_part_images"]
+__all__ = [
+    "choose_parts",
+    "load_parts",
+    "part_player_masks",
+    "prepare",
+    "require_part_images",
+    "usable_part_images",
+]
 
 DEFAULT_PARAMS = {
     "url": "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
@@ -186,3 +193,17 @@ def load_parts(data_dir: str | Path, split: str):
         raise ValueError(f"{data_dir}: dataset '{manifest['name']}' has no part locations")
     key = f"target_{split}_parts"
     return load_arrays(data_dir, [key], manifest)[key], manifest["parts"]
+
+
+def require_part_images(usable: int, samples: int, info: dict[str, Any]) -> None:
+    """Stop when fewer target test images have usable parts than ``interactions.samples`` asks
+    for: a game on fewer images than configured would be compared with others silently."""
+    if usable >= samples:
+        return
+    n, radius = info["part_players"], info["radius_px"]
+    raise ValueError(
+        f"only {usable} CUB test images have {n} visible parts at least {radius:g} px apart "
+        f"(datasets.cub.part_players = {n}, part_radius = {info['part_radius']}), fewer than "
+        f"interactions.samples = {samples}. Lower one of these keys; the manifest's "
+        f"parts.test_images_with_at_least_k_visible counts the images with k visible parts"
+    )
