@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ import pytest
 from transferscope import training
 from transferscope.config import ConfigError, interaction_settings, run_settings, validate_config
 from transferscope.interactions import extract as ex
-from transferscope.io import FAULT_ENV, DirectoryBusy, read_json
+from transferscope.io import FAULT_ENV, read_json
 from transferscope.training import checkpoint_path, read_resume, train_run
 
 from .conftest import ROOT
@@ -62,15 +63,22 @@ def reference(config, prepared, tmp_path_factory) -> Path:
     return run
 
 
-def cli_train(settings: dict, data: Path, run: Path, fault: str | None = None):
-    """`transferscope train` as a rule runs it, in its own process; ``fault``: where it dies."""
+def fault_env(fault: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
-    if fault:
-        env[FAULT_ENV] = fault
+    return env | ({FAULT_ENV: fault} if fault else {})
+
+
+def cli_command(settings: dict, data: Path, run: Path) -> list[str]:
+    """`transferscope train` as a rule runs it."""
     cmd = [str(Path(sys.executable).parent / "transferscope"), "train"]
     cmd += ["--settings", json.dumps(settings), "--data", str(data), "--out", str(run)]
-    cmd += ["--threads", "1", "--quiet"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return cmd + ["--threads", "1", "--quiet"]
+
+
+def cli_train(settings: dict, data: Path, run: Path, fault: str | None = None):
+    """The training job in its own process; ``fault``: where it dies."""
+    cmd = cli_command(settings, data, run)
+    return subprocess.run(cmd, env=fault_env(fault), capture_output=True, text=True, timeout=600)
 
 
 # --------------------------------------------------------------------------- kill -9 in training
@@ -187,31 +195,40 @@ def test_settings_that_would_run_wrong_stop_before_any_job(smoke_config, edit, m
 def test_a_second_writer_on_a_run_directory_is_refused_naming_the_holder(
     config, prepared, reference, tmp_path
 ):
-    run = shutil.copytree(reference, tmp_path / "scratch")
-    before = run_bytes(run)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True
+    """An orphaned training job still alive (stopped after epoch 1 here, as when only its
+    Snakemake was killed) and a rerun on the same run: the rerun is refused naming the orphan's
+    PID, and the orphan, resumed, finishes a run identical to an uninterrupted one."""
+    run = tmp_path / "scratch"
+    orphan = subprocess.Popen(
+        cli_command(scratch_settings(config), prepared["digits"], run),
+        env=fault_env("checkpoint-written:1@stop"),
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(DirectoryBusy, match=f"pid {holder.pid}.*one writer per run"):
-            train_run(scratch_settings(config), prepared["digits"], run, threads=1)
-        assert run_bytes(run) == before
+        wait_until_stopped(orphan.pid)
+        second = cli_train(scratch_settings(config), prepared["digits"], run)
+        assert second.returncode == 1, second.stderr
+        message = second.stderr.strip().splitlines()[-1]
+        assert f"is being written by pid {orphan.pid}; one writer per run directory" in message
+        assert not (run / "summary.json").exists()
     finally:
-        holder.kill()
-        holder.wait()
-    # the kernel drops a dead holder's lock: the next writer finds the run finished
-    train_run(scratch_settings(config), prepared["digits"], run, threads=1, progress=False)
-    assert run_bytes(run) == before
+        os.kill(orphan.pid, signal.SIGCONT)
+    assert orphan.wait(timeout=600) == 0, orphan.stderr.read()
+    assert run_bytes(run) == run_bytes(reference)
 
 
-HOLD_LOCK = """
-import sys, time
-from transferscope.io import writer_lock
-with writer_lock(sys.argv[1]):
-    print("locked", flush=True)
-    time.sleep(120)
-"""
+def wait_until_stopped(pid: int, timeout: float = 300) -> None:
+    """Block until process ``pid`` is in the stopped state (Linux /proc)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return
+        if state in ("Z", "X"):
+            raise AssertionError(f"process {pid} exited before its fault point")
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} did not reach its fault point in {timeout} s")
 
 
 # --------------------------------------------------------------------------- corrupt checkpoint

@@ -114,12 +114,15 @@ LOCK_NAME = ".writer.lock"
 
 def fault_point(name: str) -> None:
     """Kill this process with SIGKILL when ``$TRANSFERSCOPE_FAULT`` lists ``name`` (comma-
-    separated): the fault tests' deterministic stand-in for kill -9 or a power cut."""
-    wanted = os.environ.get(FAULT_ENV)
-    if wanted and name in wanted.split(","):
-        import signal
+    separated): the fault tests' deterministic stand-in for kill -9 or a power cut. Listed as
+    ``name@stop``, the process stops (SIGSTOP) instead, keeping its locks until SIGCONT: an
+    orphaned job that is still alive."""
+    import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
+    for entry in os.environ.get(FAULT_ENV, "").split(","):
+        point, _, action = entry.partition("@")
+        if point == name:
+            os.kill(os.getpid(), signal.SIGSTOP if action == "stop" else signal.SIGKILL)
 
 
 def remove_temporaries(directory: str | os.PathLike) -> list[Path]:
