@@ -354,3 +354,61 @@ def test_paper_configs_augment_finetuning_and_scratch_but_the_default_does_not()
     for exp in default["experiments"]:
         for regime in ("pretrain", "probe", "finetune", "scratch"):
             assert training_settings(default, exp, regime).get("augment", "none") == "none"
+
+
+def test_safetensors_streamed_byte_for_byte_as_safetensors_writes_them(tmp_path):
+    from safetensors.torch import save
+
+    from transferscope.data.format import write_safetensors
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "target_train_x": rng.integers(0, 256, (3, 1, 4, 4), dtype=np.uint8),
+        "target_train_y": np.arange(3, dtype=np.int64),
+        "b": rng.random((2, 5)).astype(np.float32),
+        "a": rng.random(3),
+        "mask": rng.random(4) > 0.5,
+        "ids": np.arange(6, dtype=np.int32).reshape(2, 3),
+        "empty": np.zeros((0, 3), dtype=np.uint8),
+    }
+    write_safetensors(tmp_path / "x.safetensors", arrays)
+    expected = save({k: torch.from_numpy(v) for k, v in arrays.items()})
+    assert (tmp_path / "x.safetensors").read_bytes() == expected
+
+
+def test_prepared_datasets_keep_their_content_hash(prepared):
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    from transferscope.data import read_manifest
+    from transferscope.io import sha256_bytes
+
+    for name, data_dir in prepared.items():
+        manifest = read_manifest(data_dir)
+        if manifest["modality"] != "image":
+            continue
+        with safe_open(data_dir / "arrays.safetensors", framework="pt") as handle:
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        assert sha256_bytes(save(tensors)) == manifest["content_sha256"], name
+
+
+def test_preparing_a_224px_split_peaks_below_one_and_a_half_times_its_images(tmp_path):
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(2), 100)
+    tracemalloc.start()
+    try:
+        x = rng.integers(0, 256, (200, 3, 224, 224), dtype=np.uint8)  # 30 MB: the split
+        small = {"train": (x[:2].copy(), y[:2]), "test": (x[:2].copy(), y[:2])}
+        tasks = {"source": small, "target": {"train": (x, y), "test": (x[:2].copy(), y[:2])}}
+        names = {t: ["a", "b"] for t in tasks}
+        write_image_dataset(tmp_path / "warm", "small", {}, {t: small for t in tasks}, names)
+        before = tracemalloc.get_traced_memory()[0]  # first-use imports done
+        tracemalloc.reset_peak()
+        write_image_dataset(tmp_path / "d", "big", {}, tasks, names)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert before >= x.nbytes  # the split itself is traced
+    assert peak < 1.5 * x.nbytes  # no second copy of it (the file was built in memory before)

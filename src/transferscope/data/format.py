@@ -236,10 +236,13 @@ def _check_tasks(tasks: dict, classes: dict[str, list[str]], image: bool) -> Non
                 raise ValueError(f"{where}: sentences must be non-empty strings")
 
 
-def pixel_stats(arrays: list[np.ndarray], chunk: int = 1024) -> tuple[list[float], list[float]]:
+def pixel_stats(
+    arrays: list[np.ndarray], chunk_values: int = 1 << 19
+) -> tuple[list[float], list[float]]:
     """Per-channel mean and (population) std of uint8 images in [0, 1], summed exactly in
-    integers chunk by chunk (no float copy of the whole data)."""
+    integers over chunks of about ``chunk_values`` pixel values (no copy of the whole data)."""
     channels = arrays[0].shape[1]
+    chunk = max(1, chunk_values // max(1, int(np.prod(arrays[0].shape[1:]))))
     total = np.zeros(channels, dtype=np.int64)
     squares = np.zeros(channels, dtype=np.int64)
     count = 0
@@ -247,7 +250,7 @@ def pixel_stats(arrays: list[np.ndarray], chunk: int = 1024) -> tuple[list[float
         for start in range(0, len(x), chunk):
             block = x[start : start + chunk].astype(np.int64)
             total += block.sum(axis=(0, 2, 3))
-            squares += (block * block).sum(axis=(0, 2, 3))
+            squares += np.square(block, out=block).sum(axis=(0, 2, 3))
             count += block.shape[0] * block.shape[2] * block.shape[3]
     mean = total / count
     var = np.maximum(squares / count - mean**2, 0.0)
@@ -287,9 +290,6 @@ def write_image_dataset(
     ``tasks[task][split] = (x uint8 (N, C, H, W), y class indices)``, ``classes[task]`` the class
     names, ``rules`` what decides the label, ``arrays`` further named arrays for the data file and
     ``extra`` further manifest keys."""
-    import torch
-    from safetensors.torch import save
-
     _check_tasks(tasks, classes, image=True)
     mean, std = pixel_stats([tasks[task]["train"][0] for task in TASKS])
     channels, height, width = tasks["source"]["train"][0].shape[1:]
@@ -297,20 +297,55 @@ def write_image_dataset(
     for task in TASKS:
         for split in SPLITS:
             x, y = tasks[task][split]
-            tensors[f"{task}_{split}_x"] = torch.from_numpy(np.ascontiguousarray(x))
-            tensors[f"{task}_{split}_y"] = torch.from_numpy(np.asarray(y, dtype=np.int64))
+            tensors[f"{task}_{split}_x"] = np.ascontiguousarray(x)
+            tensors[f"{task}_{split}_y"] = np.asarray(y, dtype=np.int64)
     for key, value in (arrays or {}).items():
-        tensors[key] = torch.from_numpy(np.ascontiguousarray(value))
+        tensors[key] = np.ascontiguousarray(value)
     image = {"channels": int(channels), "height": int(height), "width": int(width)}
     image |= {"mean": mean, "std": std}
     out = Path(out)
     with atomic_dir(out) as tmp:
         with atomic_path(tmp / DATA_FILES["image"]) as path:  # the usual file mode
-            path.write_bytes(save(tensors))
+            write_safetensors(path, tensors)
         sha = sha256_file(tmp / DATA_FILES["image"])
         manifest = _manifest(name, "image", params, tasks, classes, rules, sha, extra)
         write_json(tmp / MANIFEST, manifest | {"image": image})
     return out
+
+
+SAFETENSORS_DTYPES = {"uint8": "U8", "int64": "I64", "float32": "F32", "float64": "F64",
+                      "int32": "I32", "bool": "BOOL"}  # fmt: skip
+
+
+def write_safetensors(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write numpy arrays as a safetensors file byte for byte as ``safetensors.torch.save``
+    would, streaming each array from its own memory: the file is never built in memory (that
+    copy doubled the peak memory of preparing a dataset)."""
+    import json
+
+    import torch
+    from safetensors.torch import save
+
+    unknown = {a.dtype.name for a in arrays.values()} - set(SAFETENSORS_DTYPES)
+    if unknown or any(a.dtype.byteorder == ">" for a in arrays.values()):
+        raise ValueError(f"write_safetensors: unsupported dtypes {sorted(unknown)} or byte order")
+    # the tensor order is safetensors' own (by dtype, then name): ask it, with empty stand-ins
+    empty = {k: torch.from_numpy(np.empty(0, dtype=a.dtype)) for k, a in arrays.items()}
+    stand_in = save(empty)
+    order = json.loads(stand_in[8 : 8 + int.from_bytes(stand_in[:8], "little")]).keys()
+    header, offset = {}, 0
+    for key in order:
+        array = arrays[key]
+        entry = {"dtype": SAFETENSORS_DTYPES[array.dtype.name], "shape": list(array.shape)}
+        header[key] = entry | {"data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads the header to a multiple of 8 bytes
+    with open(path, "wb") as handle:
+        handle.write(len(text).to_bytes(8, "little") + text)
+        for key in order:
+            if arrays[key].nbytes:  # an empty array adds no bytes (and no view can be cast)
+                handle.write(memoryview(np.ascontiguousarray(arrays[key]).reshape(-1)).cast("B"))
 
 
 def write_text_dataset(
