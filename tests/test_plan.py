@@ -173,3 +173,67 @@ def test_plan_shows_the_requests_the_scheduler_gets(smoke):
         row = frame.filter(frame["rule"] == job.rule).row(0, named=True)
         req = ts_plan.job_request(smoke, job.rule, job.wildcards)
         assert req["runtime"] <= row["runtime_min"] and req["mem_mb"] <= row["mem_mb"], job
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "paper-small.yaml"])
+def test_paper_plans_work_offline_with_nominal_sizes_said(name, tmp_path, monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))  # none cached
+    parser = argparse.ArgumentParser()
+    ts_plan.add_arguments(parser)
+    config = load_config(REPO / "config" / name)
+    start = time.monotonic()
+    frame = ts_plan.plan(config, exact=True)
+    text = ts_plan.format_plan(frame, config)
+    assert time.monotonic() - start < 120  # no Hub retries
+    hub_models = {m["name"] for m in config["models"].values() if m["source"] == "huggingface"}
+    for model in hub_models:
+        assert f"({model}) is not in the local Hugging Face cache" in text
+    assert "guessed" not in text and "DATASET_SIZES" not in text
+
+
+def test_real_dataset_sizes_follow_their_published_splits_and_caps():
+    cifar = ts_plan.dataset_size("cifar10", {"image_size": 224})
+    assert (cifar.train["target"], cifar.test["target"], cifar.image_size) == (50_000, 10_000, 224)
+    assert cifar.train["source"] == 20 and not cifar.guessed  # 2 placeholder images per class
+    small = ts_plan.dataset_size("cifar10", {"train_per_class": 1000, "test_per_class": 200})
+    assert (small.train["target"], small.test["target"]) == (10_000, 2_000)
+    cub = ts_plan.dataset_size("cub", {"image_size": 224})
+    assert cub.classes["target"] == 200 and cub.train["target"] == 5_994
+    assert cub.stored_bytes == (5_994 + 5_794 + 800) * 3 * 224 * 224
+    sst2 = ts_plan.dataset_size("sst2", {})
+    assert sst2.modality == "text" and sst2.train["target"] == 67_349
+    assert ts_plan.dataset_size("cars", {}).test["target"] == 8_041
+
+
+def test_tagged_names_take_their_architectures_nominal_size():
+    spec = {"source": "timm", "name": "vgg16.tv_in1k"}
+    assert ts_plan.parameter_count(spec, 10, 3, exact=False) == ts_plan.NOMINAL_PARAMS["vgg16"][0]
+    exact = ts_plan.parameter_count(spec, 10, 3, exact=True)
+    assert abs(exact - ts_plan.NOMINAL_PARAMS["vgg16"][0]) < 0.01 * exact
+
+
+def test_a_hub_model_in_the_local_cache_is_counted_exactly_without_the_network(
+    tmp_path, monkeypatch
+):
+    import json
+
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "hub/models--example--tiny-bert/snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (tmp_path / "hub/models--example--tiny-bert/refs").mkdir()
+    (tmp_path / "hub/models--example--tiny-bert/refs/main").write_text("0" * 40)
+    config = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 100}  # fmt: skip
+    (snapshot / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    spec = {"source": "huggingface", "name": "example/tiny-bert", "pretrained": True}
+    assert not ts_plan.uncounted(spec)
+    stored, lookups = ts_plan.parameter_counts(spec, 2, 0, exact=True)
+    built = build_model({**spec, "name": str(snapshot)}, 2, pretrained=False)
+    assert stored == sum(t.numel() for t in built.state_dict().values())
+    assert lookups > 0 and stored < 1e6  # not the nominal default

@@ -101,6 +101,7 @@ NOMINAL_PARAMS: dict[str, tuple[float, float]] = {
     "resnet26": (16.0e6, 0),
     "resnet34": (21.8e6, 0),
     "resnet50": (25.6e6, 0),
+    "vgg16": (134.3e6, 0),
     "vit_tiny_patch16_224": (5.7e6, 0),
     "vit_small_patch16_224": (22.1e6, 0),
     "vit_base_patch16_224": (86.6e6, 0),
@@ -241,7 +242,44 @@ def _guess(params: dict[str, Any]) -> DatasetSize:
     )
 
 
-DATASET_SIZES = {"digits": _digits, "shapes": _shapes, "sentiment": _sentiment}
+# published split sizes of the downloaded datasets: (classes, train, test) per target split
+REAL_SPLITS = {
+    "cifar10": (10, 50_000, 10_000),
+    "cub": (200, 5_994, 5_794),
+    "cars": (196, 8_144, 8_041),
+    "sst2": (2, 67_349, 872),
+}
+
+
+def _real(name: str):
+    """The size formula of a downloaded dataset: per-class caps applied to its published split
+    sizes (classes taken as equally large), plus the placeholder source task (``source_per_class``
+    of each class of each target split, ``transferscope.data.real``)."""
+
+    def size(params: dict[str, Any]) -> DatasetSize:
+        p = _params(name, params)
+        classes, *splits = REAL_SPLITS[name]
+        target = {}
+        for split, total in zip(("train", "test"), splits, strict=True):
+            cap = p[f"{split}_per_class"]
+            target[split] = total if cap is None else min(total, classes * int(cap))
+        source = {k: min(v, classes * int(p["source_per_class"])) for k, v in target.items()}
+        image = "image_size" in p
+        return DatasetSize(
+            "image" if image else "text",
+            train={"source": source["train"], "target": target["train"]},
+            test={"source": source["test"], "target": target["test"]},
+            classes={"source": classes, "target": classes},
+            channels=3 if image else 0,
+            image_size=int(p["image_size"]) if image else 0,
+        )
+
+    return size
+
+
+DATASET_SIZES = {"digits": _digits, "shapes": _shapes, "sentiment": _sentiment} | {
+    name: _real(name) for name in REAL_SPLITS
+}
 """dataset name -> ``f(params) -> DatasetSize``; add one line here with each new dataset."""
 
 
@@ -272,7 +310,8 @@ def parameter_counts(
 ) -> tuple[int, int]:
     """(parameters and buffers as stored, of which embedding tables) of a configured model:
     built on the meta device, or from :data:`NOMINAL_PARAMS`."""
-    if exact:
+    if exact and not uncounted(spec):
+        spec = dict(spec, name=_hub_snapshot(spec) or spec["name"])
         try:
             return _exact_params(json.dumps(spec, sort_keys=True), num_classes, in_chans)
         except Exception as err:  # a model that cannot be built is the config's problem
@@ -281,8 +320,30 @@ def parameter_counts(
                 "fix models.<label> or run `transferscope plan --nominal`"
             ) from None
     default = NOMINAL_DEFAULT.get(spec.get("source"), (1e8, 0))
-    stored, lookups = NOMINAL_PARAMS.get(spec.get("name", ""), default)
+    name = spec.get("name", "")
+    stored, lookups = NOMINAL_PARAMS.get(name, NOMINAL_PARAMS.get(name.partition(".")[0], default))
     return int(stored), int(lookups)
+
+
+def _hub_snapshot(spec: dict[str, Any]) -> str | None:
+    """The local snapshot directory of a Hugging Face Hub id whose config is cached (so that
+    counting never touches the network), else None."""
+    name = spec.get("name", "")
+    if spec.get("source") != "huggingface" or name.startswith("package:") or Path(name).is_dir():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(name, "config.json")
+    return str(Path(found).parent) if isinstance(found, str) else None
+
+
+def uncounted(spec: dict[str, Any]) -> bool:
+    """Whether a model's exact size is unknown offline: a Hugging Face Hub id whose config is
+    not in the local cache (its nominal count stands in; the plan says so)."""
+    name = spec.get("name", "")
+    if spec.get("source") != "huggingface" or name.startswith("package:") or Path(name).is_dir():
+        return False
+    return _hub_snapshot(spec) is None
 
 
 def parameter_count(spec: dict[str, Any], num_classes: int, in_chans: int, exact: bool = True):
@@ -447,7 +508,9 @@ def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
                 {"dataset": name},
                 start_s=20.0,
                 write_bytes=size.stored_bytes,
-                mem_bytes=size.stored_bytes * 4,
+                # the arrays plus a transient copy (CUB stacks its decoded images); the data
+                # file is streamed from them (transferscope.data.format.write_safetensors)
+                mem_bytes=size.stored_bytes * 2,
             )
         )
     for experiment in config["experiments"]:
@@ -567,8 +630,9 @@ def _human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def format_plan(frame, config: dict[str, Any] | None = None) -> str:
-    """The plan as a fixed-width table with a total row (and warnings when a config is given)."""
+def format_plan(frame, config: dict[str, Any] | None = None, exact: bool = True) -> str:
+    """The plan as a fixed-width table with a total row (and, when a config is given, warnings
+    and which parameter counts are nominal)."""
     header = ("rule", "jobs", "runs on", "CPU-h", "GPU-h", "storage", "runtime/job", "mem/job")
     body = [
         (
@@ -604,7 +668,27 @@ def format_plan(frame, config: dict[str, Any] | None = None) -> str:
     lines = [line(header), rule, *map(line, body), rule, line(total)]
     if config is not None:
         lines += [f"warning: {note}" for note in warnings_for(config)]
+        lines += [f"note: {note}" for note in count_notes(config, exact)]
     return "\n".join(lines)
+
+
+def count_notes(config: dict[str, Any], exact: bool = True) -> list[str]:
+    """Which models' parameter counts are nominal (from :data:`NOMINAL_PARAMS`), and why."""
+    used = {config["experiments"][e]["model"] for e in config["experiments"]}
+    if not exact:
+        return [
+            "parameter counts are nominal (--nominal): a table per model name, not the built model"
+        ]
+    notes = []
+    for label in sorted(used):
+        spec = config["models"][label]
+        if uncounted(spec):
+            stored = parameter_counts(spec, 2, 0, exact=False)[0]
+            notes.append(
+                f"models.{label} ({spec['name']}) is not in the local Hugging Face cache, so its "
+                f"nominal size ({stored / 1e6:.1f} M parameters) stands in for the built model's"
+            )
+    return notes
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -627,7 +711,7 @@ def run(args: argparse.Namespace) -> None:
 
     config = load_config(args.configfile)
     frame = plan(config, exact=not args.nominal)
-    print(format_plan(frame, config))
+    print(format_plan(frame, config, exact=not args.nominal))
     if args.csv:
         from transferscope.io import atomic_path
 
