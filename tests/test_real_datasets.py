@@ -507,7 +507,7 @@ def job_stats(text: str) -> dict[str, int]:
 
 
 def test_dry_run_lists_the_full_paper_grid(tmp_path):
-    from transferscope.config import REGIMES, load_config
+    from transferscope.config import REGIMES, load_config, pretrained_seeds
 
     config = load_config(ROOT / "config/paper.yaml")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -520,7 +520,9 @@ def test_dry_run_lists_the_full_paper_grid(tmp_path):
     counts = job_stats(result.stdout + result.stderr)
     runs = len(config["experiments"]) * len(config["seeds"])
     assert runs == 14 * 3
-    assert {r: counts[r] for r in REGIMES} == dict.fromkeys(REGIMES, runs)
+    expected = dict.fromkeys(REGIMES, runs)
+    expected["pretrain"] = len(config["experiments"]) * len(pretrained_seeds(config))
+    assert {r: counts[r] for r in REGIMES} == expected
     assert counts["prepare_data"] == 4 and counts["all"] == 1
     assert counts["total"] == sum(n for rule, n in counts.items() if rule != "total")
     assert not any(tmp_path.joinpath(d).exists() for d in ("data", "runs"))  # nothing ran

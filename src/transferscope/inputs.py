@@ -3,8 +3,8 @@ checked instead of when a training job fails hours later.
 
 A timm model takes images, a Hugging Face model sentences. A model with a fixed input size (a ViT
 built with ``img_size``, or a pre-trained one whose timm ``pretrained_cfg`` says
-``fixed_input_size``) needs ``datasets.<name>.image_size`` to equal it, and a pre-trained model
-needs as many channels as its weights' normalisation has. Only pre-trained timm models import
+``fixed_input_size``) needs ``datasets.<name>.image_size`` to equal it, and a model with timm's
+pre-trained weights needs as many channels as their normalisation has. Only pre-trained timm models import
 timm (and torch) here, so checking the offline default config stays light.
 """
 
@@ -48,7 +48,7 @@ def _image_problems(exp, dataset, label, model, channels, size) -> list[str]:
     kwargs = model.get("kwargs", {})
     fixed = None if kwargs.get("dynamic_img_size") else kwargs.get("img_size")
     expected_channels = None
-    if model.get("pretrained"):
+    if model.get("pretrained") is True:  # timm's own weights (a weights file is the user's)
         pretrained = pretrained_input(model["name"])
         if fixed is None and pretrained["fixed_input_size"]:
             fixed = pretrained["input_size"][-1]

@@ -105,8 +105,9 @@ def image_preprocessing(spec: dict[str, Any]) -> dict[str, Any] | None:
     ``pretrained_cfg`` of its name (offline, no download): ``mean``, ``std`` (per channel, of
     pixels in [0, 1]), ``input_size`` (C, H, W), ``interpolation``, ``fixed_input_size`` and
     ``source``. None for models without pre-trained weights (or not from timm): those see
-    their dataset's own statistics (``transferscope.data.normalize_images``)."""
-    if spec.get("source") != "timm" or not spec.get("pretrained"):
+    their dataset's own statistics (``transferscope.data.normalize_images``), and so do models
+    whose ``pretrained`` is a weights file: timm's configuration is not known to describe it."""
+    if spec.get("source") != "timm" or spec.get("pretrained") is not True:
         return None
     from timm.models import get_pretrained_cfg
 
