@@ -296,3 +296,76 @@ class LoopbackServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# ------------------------------------------------------------------ Hugging Face Hub cache
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache_entry(cache: Path, repo_id: str, files: dict[str, bytes]) -> Path:
+    """Put ``files`` into a Hugging Face Hub cache exactly as the Hub client leaves them:
+    ``models--<org>--<name>/blobs/<sha256>``, ``snapshots/<commit>/<file>`` (relative links to
+    the blobs) and ``refs/main`` (the commit). Returns the snapshot directory."""
+    import hashlib
+    import os
+
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / HUB_COMMIT
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(HUB_COMMIT)
+    return snapshot
+
+
+def timm_hub_weights(cache: Path, name: str, seed: int = 0) -> dict:
+    """Randomly initialised weights of timm model ``name`` (``arch.tag``) in the cache under its
+    Hub repo (``timm/<name>``), as ``model.safetensors`` and ``config.json``; returns the state."""
+    import json
+
+    import timm
+    import torch
+    from safetensors.torch import save
+
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=False)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    cfg = model.pretrained_cfg
+    config = {"architecture": name.partition(".")[0], "num_classes": model.num_classes,
+              "pretrained_cfg": {k: v for k, v in cfg.items() if k != "hf_hub_id"}}  # fmt: skip
+    hub_cache_entry(
+        cache, cfg["hf_hub_id"],
+        {"model.safetensors": save(state), "config.json": json.dumps(config).encode()},
+    )  # fmt: skip
+    return state
+
+
+def bert_shaped_hub_model(cache: Path, repo_id: str, words: list[str], seed: int = 0) -> dict:
+    """A small randomly initialised BERT (the real architecture, few and narrow layers) with a
+    WordPiece vocabulary of ``words``, in the cache under ``repo_id``; returns its state."""
+    import json
+    import tempfile
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(words))]
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    torch.manual_seed(seed)
+    model = BertModel(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+    files["vocab.txt"] = ("\n".join(vocab) + "\n").encode()
+    files["tokenizer_config.json"] = json.dumps(
+        {"do_lower_case": True, "model_max_length": 64, "tokenizer_class": "BertTokenizer"}
+    ).encode()
+    hub_cache_entry(cache, repo_id, files)
+    return model.state_dict()

@@ -412,3 +412,58 @@ def test_preparing_a_224px_split_peaks_below_one_and_a_half_times_its_images(tmp
         tracemalloc.stop()
     assert before >= x.nbytes  # the split itself is traced
     assert peak < 1.5 * x.nbytes  # no second copy of it (the file was built in memory before)
+
+
+# The real loading code (timm's and transformers' own Hub clients) against a local Hub cache
+# filled with random weights in the exact layout: what `pretrained: true` does offline.
+HUB_SCRIPT = """
+import sys, torch
+from safetensors.torch import load_file
+from transferscope.models import build_model, load_tokenizer
+from transferscope.training import encode_split
+from transferscope.data import Split
+
+snapshot = sys.argv[1]
+for name in sys.argv[2:]:
+    spec = {"source": "timm", "name": name, "pretrained": True}
+    model = build_model(spec, num_classes=3)
+    cached = load_file(f"{snapshot}/models--timm--{name}/snapshots/HUB_COMMIT/model.safetensors")
+    own = model.backbone.state_dict()
+    assert all(torch.equal(own[k], cached[k]) for k in own), name
+    assert model.preprocessing["mean"] == list(model.backbone.pretrained_cfg["mean"]), name
+    print("timm", name, len(own))
+spec = {"source": "huggingface", "name": "rehearsal/bert-shaped", "pretrained": True,
+        "max_length": 16}
+model = build_model(spec, num_classes=2)
+cached = load_file(f"{snapshot}/models--rehearsal--bert-shaped/snapshots/HUB_COMMIT/model.safetensors")
+own = model.backbone.state_dict()
+assert set(cached) <= set(own) and len(cached) > 10
+assert all(torch.equal(own[k], cached[k]) for k in cached)
+ids = encode_split(Split("target", "test", ["a quietly moving film"], torch.tensor([1]), ["n", "p"]),
+                   {"modality": "text"}, spec)["input_ids"]
+tokens = load_tokenizer(spec).convert_ids_to_tokens(ids[0][:6].tolist())
+print("bert", tokens)
+"""
+
+
+@pytest.mark.slow
+def test_pretrained_true_loads_through_the_real_hub_code_from_a_local_cache(tmp_path):
+    import os
+
+    from tests.fixtures_real import HUB_COMMIT, bert_shaped_hub_model, timm_hub_weights
+
+    cache = tmp_path / "hub"
+    names = ["resnet50.tv_in1k", "vit_small_patch16_224.augreg_in21k_ft_in1k"]
+    for name in names:
+        timm_hub_weights(cache, name)
+    bert_shaped_hub_model(cache, "rehearsal/bert-shaped", ["a", "quietly", "moving", "film"])
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
+    script = HUB_SCRIPT.replace("HUB_COMMIT", HUB_COMMIT)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(cache), *names],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("timm ") == 2
+    assert "bert ['[CLS]', 'a', 'quietly', 'moving', 'film', '[SEP]']" in result.stdout
