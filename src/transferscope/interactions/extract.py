@@ -471,12 +471,28 @@ def checkpoints_of(runs: dict[str, Path], experiment: str, seed: int) -> list[Ch
     return out
 
 
+def _normalisation(preprocessing: dict | None) -> str:
+    return (
+        "with the dataset's statistics"
+        if preprocessing is None
+        else f"with the {preprocessing['source']}"
+    )
+
+
 def _check_checkpoint(ckpt: Checkpoint, meta: dict, manifest_sha: str, classes: list) -> None:
+    from transferscope.models import image_preprocessing
+
     if meta.get("dataset_manifest_sha256") not in (None, manifest_sha):
         raise ValueError(
             f"checkpoint {ckpt.path} was trained on another version of the dataset (manifest "
             f"{str(meta['dataset_manifest_sha256'])[:12]}…, now {manifest_sha[:12]}…); rerun its "
             f"training stage"
+        )
+    if meta.get("preprocessing") != image_preprocessing(meta.get("model", {})):
+        raise ValueError(
+            f"checkpoint {ckpt.path} was trained on inputs normalised "
+            f"{_normalisation(meta.get('preprocessing'))}, its model now takes them "
+            f"{_normalisation(image_preprocessing(meta.get('model', {})))}; rerun its training stage"
         )
     if meta.get("classes") not in (None, list(classes)):
         raise ValueError(
