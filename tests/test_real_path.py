@@ -467,3 +467,15 @@ def test_pretrained_true_loads_through_the_real_hub_code_from_a_local_cache(tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("timm ") == 2
     assert "bert ['[CLS]', 'a', 'quietly', 'moving', 'film', '[SEP]']" in result.stdout
+
+
+def test_a_checkpoint_trained_with_other_normalisation_is_not_extracted(tmp_path):
+    from transferscope.interactions.extract import Checkpoint, _check_checkpoint
+
+    spec = {"source": "timm", "name": "resnet50.tv_in1k", "pretrained": True}
+    ckpt = Checkpoint("finetune", 1, tmp_path / "epoch_001.safetensors", "0" * 64)
+    current = {"model": spec, "preprocessing": image_preprocessing(spec)}
+    _check_checkpoint(ckpt, current, "m", ["a"])  # as training writes it now: accepted
+    with pytest.raises(ValueError, match="normalised with the dataset's statistics.*rerun"):
+        _check_checkpoint(ckpt, {"model": spec}, "m", ["a"])  # written before: dataset stats
+    _check_checkpoint(ckpt, {"model": dict(spec, pretrained=False)}, "m", ["a"])
