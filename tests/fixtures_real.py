@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import io
 import pickle
+import re
 import tarfile
 import threading
 import zipfile
@@ -247,6 +248,23 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
         name = self.path.lstrip("/").split("?")[0]
         self.server.requests.append(name)
+        self.server.ranges.append(self.headers.get("Range"))
+        ranged = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if ranged and (Path(self.directory) / name).is_file():  # the rest from a byte offset
+            data = (Path(self.directory) / name).read_bytes()
+            start = int(ranged.group(1))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            self.wfile.write(data[start:])
+            return
         if name in self.server.truncate:  # announce the full size, send half, hang up
             data = (Path(self.directory) / name).read_bytes()
             self.send_response(200)
@@ -266,7 +284,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 class LoopbackServer:
     """Serves ``root`` on 127.0.0.1 (a free port) in a thread; records the paths requested.
 
-    Names in ``truncate`` are served cut off after half their bytes (an interrupted download).
+    Names in ``truncate`` are served cut off after half their bytes (an interrupted download);
+    a ``Range: bytes=N-`` request gets the rest from byte N (206), as real servers send it.
     """
 
     def __init__(self, root: Path):
@@ -275,12 +294,17 @@ class LoopbackServer:
             ("127.0.0.1", 0), partial(_Handler, directory=str(self.root))
         )
         self.httpd.requests = []
+        self.httpd.ranges = []  # the Range header of each request (None: the whole file)
         self.httpd.truncate = set()
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def requests(self) -> list[str]:
         return self.httpd.requests
+
+    @property
+    def ranges(self) -> list[str | None]:
+        return self.httpd.ranges
 
     @property
     def truncate(self) -> set[str]:

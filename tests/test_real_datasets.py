@@ -285,22 +285,39 @@ def test_a_corrupt_cached_file_is_replaced(served, tmp_path):
     assert cache_files(cache) == []
 
 
-def test_an_interrupted_download_is_restarted_cleanly(served, tmp_path):
-    server = served[0]
+def test_an_interrupted_download_resumes_where_it_stopped(served, tmp_path):
+    server, root, _ = served
     cache = tmp_path / "cache"
     params = params_for("cub", served, cache)
+    size = (root / "CUB_200_2011.tgz").stat().st_size
     server.truncate.add("CUB_200_2011.tgz")
     try:
-        with pytest.raises(RuntimeError, match=r"CUB_200_2011\.tgz.*rerun"):
+        with pytest.raises(RuntimeError, match=r"CUB_200_2011\.tgz.*bytes are kept.*resume"):
             prepare_dataset("cub", params, tmp_path / "cub")
     finally:
         server.truncate.clear()
-    assert cache_files(cache) == []  # pooch's temporary file is gone, no half archive kept
+    # only the partial file is kept, under a name that is never read as the archive
+    assert cache_files(cache) == [cache / "cub/CUB_200_2011.tgz.part"]
+    assert (cache / "cub/CUB_200_2011.tgz.part").stat().st_size == size // 2
     assert not (tmp_path / "cub").exists()
-    before = server.requests.count("CUB_200_2011.tgz")
+    before = len(server.requests)
     prepare_dataset("cub", params, tmp_path / "cub")
-    assert server.requests.count("CUB_200_2011.tgz") == before + 1
+    assert server.requests[before:] == ["CUB_200_2011.tgz"]
+    assert server.ranges[before:] == [f"bytes={size // 2}-"]  # only the missing half was sent
+    assert cache_files(cache) == [cache / "cub/CUB_200_2011.tgz"]
     assert read_manifest(tmp_path / "cub")["tasks"]["target"]["test"] == 6
+
+
+def test_a_resumed_download_that_does_not_verify_is_deleted(served, tmp_path):
+    cache = tmp_path / "cache"
+    part = cache / "sst2/SST-2.zip.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"not the first bytes of SST-2.zip")  # resumed after the wrong bytes
+    params = params_for("sst2", served, cache)
+    with pytest.raises(ValueError, match=r"SST-2\.zip downloaded from .* pins"):
+        prepare_dataset("sst2", params, tmp_path / "sst2")
+    assert cache_files(cache) == []
+    prepare_dataset("sst2", params, tmp_path / "sst2")  # the next run starts from scratch
 
 
 def test_a_killed_downloads_temporary_file_is_removed_on_the_next_run(served, tmp_path):

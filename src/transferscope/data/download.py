@@ -1,4 +1,5 @@
-"""Downloads of the real datasets: through pooch into a cache, verified against pinned checksums.
+"""Downloads of the real datasets into a cache, verified against pinned checksums: HTTP(S) with
+resume after an interruption, other URLs through pooch.
 
 A dataset module lists its files in ``FILES`` ({param prefix: file name}); its params hold
 ``<prefix>url`` and ``<prefix>sha256`` for each (a SHA-256, or ``md5:<32 hex digits>`` for files
@@ -7,10 +8,13 @@ variable ``TRANSFERSCOPE_CACHE``, else the OS cache, e.g. ``~/.cache/transfersco
 ``<cache_dir>/<dataset>/<file name>``.
 
 * A null or malformed checksum is refused before anything is downloaded.
-* A download goes to a temporary file (``tmp*``) beside its final name and is moved into place
-  only when its checksum matches; otherwise it is deleted and the error names the file, both
-  hashes and the config key. Nothing is unpacked or read before that check. An interrupted download keeps nothing; the next run starts over
-  and deletes temporary files untouched for ``STALE_SECONDS`` (a killed run's leftovers).
+* An HTTP(S) download goes to ``<file name>.part`` beside its final name and is moved into
+  place only when its checksum matches; otherwise it is deleted and the error names the file,
+  both hashes and the config key. Nothing is unpacked or read before that check. An interrupted
+  download keeps its ``.part`` and the next run resumes it where it stopped (an HTTP range
+  request; a server that ignores ranges sends the whole file again). Other URLs (FTP, DOI) go
+  through pooch to a temporary file (``tmp*``) that an interrupted run does not keep; the next
+  run deletes such files untouched for ``STALE_SECONDS`` (a killed run's leftovers).
 * A cached file with the right checksum is used without any download; one with another hash is
   deleted and downloaded again (a file placed in the cache by hand is used when it matches).
 """
@@ -100,6 +104,18 @@ def fetch_file(name: str, prefix: str, file_name: str, params: dict[str, Any]) -
         if file_checksum(target, expected) == expected:
             return target
         target.unlink()  # a corrupt or outdated copy: never read, downloaded again
+    if url.startswith(("http://", "https://")):
+        part = folder / f"{file_name}.part"
+        try:
+            download_resuming(url, part)
+        except Exception as err:  # noqa: BLE001 (any network failure: same advice)
+            kept = part.stat().st_size if part.exists() else 0
+            raise RuntimeError(
+                f"{file_name}: the download from {url} failed or was interrupted "
+                f"({type(err).__name__}: {err}); {kept:,} bytes are kept in {part}, rerun to "
+                "resume from there"
+            ) from err
+        return _verified(part, target, name, prefix, url, expected)
     fd, tmp_name = tempfile.mkstemp(prefix="tmp", dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -114,18 +130,50 @@ def fetch_file(name: str, prefix: str, file_name: str, params: dict[str, Any]) -
                 f"{file_name}: the download from {url} failed or was interrupted "
                 f"({type(err).__name__}: {err}); nothing was kept, rerun to download it again"
             ) from err
-        actual = file_checksum(tmp, expected)
-        if actual != expected:
-            what = "MD5" if expected.startswith("md5:") else "SHA-256"
-            raise ValueError(
-                f"{file_name} downloaded from {url}: its {what} is {actual}, but "
-                f"datasets.{name}.{prefix}sha256 pins {expected}. The download was deleted; "
-                "check the URL (a different or changed file) or the pinned checksum"
-            )
-        os.replace(tmp, target)
+        return _verified(tmp, target, name, prefix, url, expected)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _verified(download: Path, target: Path, name: str, prefix: str, url: str, expected: str):
+    """Move a finished ``download`` to ``target`` if its checksum is ``expected``; else delete
+    it and raise an error naming the file, both hashes and the config key."""
+    actual = file_checksum(download, expected)
+    if actual != expected:
+        download.unlink(missing_ok=True)
+        what = "MD5" if expected.startswith("md5:") else "SHA-256"
+        raise ValueError(
+            f"{target.name} downloaded from {url}: its {what} is {actual}, but "
+            f"datasets.{name}.{prefix}sha256 pins {expected}. The download was deleted; "
+            "check the URL (a different or changed file) or the pinned checksum"
+        )
+    os.replace(download, target)
     return target
+
+
+def download_resuming(url: str, part: Path, timeout: float = 60) -> None:
+    """Download ``url`` into ``part``, continuing after the bytes it already holds (an HTTP
+    range request); an error when the connection ends before the announced size."""
+    import requests
+
+    start = part.stat().st_size if part.exists() else 0
+    headers = {"Accept-Encoding": "identity"}  # the file's own bytes, never re-compressed
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    with requests.get(url, headers=headers, stream=True, timeout=timeout) as response:
+        if start and response.status_code == 416:  # nothing left to send: already complete
+            return
+        response.raise_for_status()
+        resumed = bool(start) and response.status_code == 206
+        announced = response.headers.get("Content-Length")
+        written = 0
+        with open(part, "ab" if resumed else "wb") as handle:
+            # read1 hands over whatever has arrived, so a broken connection loses no bytes
+            while chunk := response.raw.read1(1 << 20, decode_content=False):
+                handle.write(chunk)
+                written += len(chunk)
+    if announced is not None and written < int(announced):
+        raise OSError(f"the connection closed after {written:,} of {int(announced):,} bytes")
 
 
 def fetch_files(name: str, params: dict[str, Any], files: dict[str, str]) -> dict[str, Path]:
