@@ -178,3 +178,34 @@ def salient_examples(
     fig.suptitle("Strongest salient AND interactions (boxes: the players of each interaction)")
     fig.tight_layout()
     save_figure(fig, out, dpi)
+
+
+def knockout(knockout_path, out, dpi=120) -> None:
+    """Knockout curves: mean drop v(N) − v(N ∖ K_m) against the mean number of knocked-out
+    players |K_m|, m = 0, 1, …, per arm (preserved, new, random of the same orders), one panel
+    per experiment; bands are the bootstrap intervals of the drop (``knowledge.knockout``)."""
+    import polars as pl
+
+    from transferscope.knowledge.knockout import ARMS
+
+    plt = _plt()
+    table = pl.read_parquet(knockout_path).filter(pl.col("arm").is_in(ARMS))
+    experiments = sorted(table["experiment"].unique())
+    fig, axes = plt.subplots(
+        1, len(experiments), figsize=(4.5 * len(experiments), 3.6), squeeze=False
+    )
+    colors = {"preserved": "#2ca02c", "new": "#1f77b4", "random": "#7f7f7f"}
+    for ax, exp in zip(axes[0], experiments):
+        for arm in ARMS:
+            sub = table.filter((pl.col("experiment") == exp) & (pl.col("arm") == arm))
+            drop = sub.filter(pl.col("metric") == "drop").sort("m")
+            players = sub.filter(pl.col("metric") == "players").sort("m")["mean"]
+            ax.plot(players, drop["mean"], color=colors[arm], marker="o", ms=3, label=arm)
+            ax.fill_between(players, drop["low"], drop["high"], color=colors[arm], alpha=0.2)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set(title=exp, xlabel="knocked-out players |K|", ylabel="drop in v (log-odds)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Knocking out the players of the strongest salient terms first")
+    fig.tight_layout()
+    save_figure(fig, out, dpi)
