@@ -6,6 +6,7 @@ import sys
 
 from transferscope import config as ts_config
 from transferscope import workflow as ts_paths
+from transferscope import tuning as ts_tuning
 from transferscope.analyses import settings as ts_analyses
 
 ts_config.check_references(config, source="config")
@@ -54,6 +55,39 @@ def interaction_settings(wildcards):
 def pretrained_summary(wildcards):
     # the shared pre-trained run (config pretrained_seed), not necessarily this seed's
     return ts_paths.pretrained_run_summary(wildcards.experiment, wildcards.seed, config)
+
+
+def tuning_init(wildcards):
+    # the fine-tune search starts from the pre-training run its tuning seed's fine-tunes use
+    if wildcards.regime != "finetune":
+        return []
+    seed = ts_tuning.tuning_options(config)["seed"]
+    return ts_paths.pretrained_run_summary(wildcards.experiment, seed, config)
+
+
+def tuning_settings(wildcards):
+    return json.dumps(
+        ts_tuning.search_settings(config, wildcards.experiment, wildcards.regime),
+        sort_keys=True,
+    )
+
+
+def tuned_choice(regime):
+    # nothing when tuning is off: the runs keep training.<regime> as configured
+    def choice(wildcards):
+        if not ts_tuning.tuning_enabled(config):
+            return []
+        return ts_paths.tuning_choice(wildcards.experiment, regime)
+
+    return choice
+
+
+def tuned_option(regime):
+    def option(wildcards):
+        path = tuned_choice(regime)(wildcards)
+        return f"--tuned {shlex.quote(path)}" if path else ""
+
+    return option
 
 
 def regime_summaries(regimes):

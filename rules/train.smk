@@ -1,5 +1,6 @@
 # One rule per training regime; each writes runs/{experiment}/{regime}/seed{seed}/. Probe and
-# finetune of every seed start from the one pre-training run of config pretrained_seed.
+# finetune of every seed start from the one pre-training run of config pretrained_seed; with
+# tuning enabled, finetune and scratch take lr and weight_decay from their search (rules/tune.smk).
 # threads: 1 keeps CPU runs bit-reproducible whatever --cores is; parallelism is across jobs.
 
 
@@ -46,6 +47,7 @@ rule finetune:
     input:
         data=dataset_of,
         pretrained=pretrained_summary,
+        tuned=tuned_choice("finetune"),
     output:
         "runs/{experiment}/finetune/seed{seed}/summary.json",
     log:
@@ -57,14 +59,16 @@ rule finetune:
         gpu=lambda wildcards: gpus(),
     params:
         settings=run_settings("finetune"),
+        tuned=tuned_option("finetune"),
     shell:
         "transferscope train --settings {params.settings:q} --data {input.data} "
-        "--init {input.pretrained} --out {output} --threads {threads} 2> {log}"
+        "--init {input.pretrained} --out {output} {params.tuned} --threads {threads} 2> {log}"
 
 
 rule scratch:
     input:
         data=dataset_of,
+        tuned=tuned_choice("scratch"),
     output:
         "runs/{experiment}/scratch/seed{seed}/summary.json",
     log:
@@ -76,6 +80,7 @@ rule scratch:
         gpu=lambda wildcards: gpus(),
     params:
         settings=run_settings("scratch"),
+        tuned=tuned_option("scratch"),
     shell:
         "transferscope train --settings {params.settings:q} --data {input.data} "
-        "--out {output} --threads {threads} 2> {log}"
+        "--out {output} {params.tuned} --threads {threads} 2> {log}"

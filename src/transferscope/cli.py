@@ -71,7 +71,30 @@ def cmd_train(args) -> None:
     from transferscope.workflow import final_checkpoint
 
     init = final_checkpoint(args.init) if args.init and args.init.endswith(".json") else args.init
-    train_run(_settings(args), args.data, _run_dir(args.out), init, args.threads, _progress(args))
+    settings = _settings(args)
+    if args.tuned:
+        from transferscope.io import read_json
+        from transferscope.tuning import tuned_settings
+
+        settings = tuned_settings(settings, read_json(args.tuned))
+    train_run(settings, args.data, _run_dir(args.out), init, args.threads, _progress(args))
+
+
+def cmd_tune(args) -> None:
+    from transferscope.tuning import search, search_settings
+    from transferscope.workflow import final_checkpoint
+
+    if args.settings is not None:
+        settings = args.settings
+    elif args.configfile and args.experiment and args.regime:
+        from transferscope.config import load_config
+
+        settings = search_settings(load_config(args.configfile), args.experiment, args.regime)
+    else:
+        sys.exit("give --settings JSON, or --configfile with --experiment and --regime")
+    init = final_checkpoint(args.init) if args.init and args.init.endswith(".json") else args.init
+    choice = search(settings, args.data, args.out, args.table, init, args.threads, _progress(args))
+    print(f"{args.out}: lr {choice['lr']:g}, weight_decay {choice['weight_decay']:g}")
 
 
 def _progress(args) -> bool:
@@ -249,7 +272,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--threads", type=int)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--tuned", help="a `tune` choice (JSON) whose lr and weight_decay to use")
     train.set_defaults(func=cmd_train)
+
+    tune = stages.add_parser(
+        "tune", help="lr × weight-decay search of one (experiment, regime) on a validation split"
+    )
+    _add_selectors(tune)
+    tune.add_argument("--data", required=True, help="prepared dataset directory")
+    tune.add_argument("--out", required=True, help="the choice and its table (JSON)")
+    tune.add_argument("--table", required=True, help="the search's table (CSV)")
+    tune.add_argument("--init", help="pre-trained checkpoint or its summary.json (finetune)")
+    tune.add_argument("--threads", type=int)
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    tune.set_defaults(func=cmd_tune)
 
     inter = stages.add_parser(
         "interactions", help="AND-OR interactions of every checkpoint of an (experiment, seed)"

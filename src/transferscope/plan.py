@@ -135,7 +135,7 @@ ANALYSES = (
     "intermediate_checkpoints",
     "analyses_compare",
 )
-RULE_ORDER = ("prepare_data", *REGIMES, "interactions", *ANALYSES, *AGGREGATES, "all")
+RULE_ORDER = ("prepare_data", "tune", *REGIMES, "interactions", *ANALYSES, *AGGREGATES, "all")
 
 
 # ------------------------------------------------------------------------------------- datasets
@@ -429,6 +429,36 @@ def _train_job(config, experiment: str, regime: str, seed, exact: bool, rule=Non
     )
 
 
+def _tune_jobs(config, exact: bool) -> list[Job]:
+    """The lr × weight-decay searches: per (experiment, tuned regime), every grid point is a
+    training run of the search's epochs."""
+    from transferscope import tuning
+
+    if not tuning.tuning_enabled(config):
+        return []
+    options = tuning.tuning_options(config)
+    points = len(options["lr_factors"]) * len(options["weight_decay"])
+    out = []
+    for exp in config["experiments"]:
+        for regime in tuning.TUNED_REGIMES:
+            run = _train_job(config, exp, regime, options["seed"], exact, "tune")
+            scale = points * tuning.search_epochs(config, exp) / max(1, epochs(config, exp, regime))
+            out.append(
+                Job(
+                    "tune",
+                    {"experiment": exp, "regime": regime},
+                    gpu_capable=True,
+                    flops=run.flops * scale,
+                    batches=math.ceil(run.batches * scale),
+                    start_s=run.start_s,
+                    # one point's checkpoints at a time: each is removed once it is scored
+                    write_bytes=int(run.write_bytes * scale / points),
+                    mem_bytes=run.mem_bytes,
+                )
+            )
+    return out
+
+
 def _interactions_job(config, experiment: str, seed, exact: bool) -> Job:
     _, size, params, forward = _model(config, experiment, "target", exact)
     settings = config.get("interactions", {})
@@ -513,6 +543,7 @@ def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
                 mem_bytes=size.stored_bytes * 2,
             )
         )
+    out += _tune_jobs(config, exact)
     for experiment in config["experiments"]:
         for regime in REGIMES:
             seeds = pretrained_seeds(config) if regime == "pretrain" else config["seeds"]
@@ -555,7 +586,7 @@ def job_request(config: dict[str, Any], rule: str, wildcards=None, attempt: int 
         _REQUESTS.clear()  # one config per Snakemake process; keep memory flat in tests
         _REQUESTS[key] = {_key(job): request(config, job) for job in jobs(config, exact=False)}
     given = dict(wildcards.items()) if wildcards is not None else {}  # dict or Snakemake's
-    wanted = {n: str(given[n]) for n in ("dataset", "experiment", "seed") if n in given}
+    wanted = {n: str(given[n]) for n in ("dataset", "experiment", "seed", "regime") if n in given}
     base = _REQUESTS[key].get((rule, *sorted(wanted.items())), DEFAULT_REQUEST)
     return {name: value * attempt for name, value in base.items()}
 

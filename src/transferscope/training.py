@@ -323,6 +323,10 @@ def _train_locked(settings, data_dir, run_dir: Path, init_checkpoint, threads, p
     device = runtime.resolve_device(settings["device"])
     regime, training = settings["regime"], settings["training"]
     data = load_task(data_dir, task_of(regime), settings["model"], settings.get("block_shuffle"))
+    if settings.get("validation"):  # a search run: held-out training rows stand in for the test set
+        from transferscope.tuning import holdout_task
+
+        data = holdout_task(data, **settings["validation"])
 
     record = {
         "settings": settings,

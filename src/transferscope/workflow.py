@@ -30,6 +30,16 @@ def pretrained_run_summary(experiment: str, seed: int | str, config: dict[str, A
     return run_summary(experiment, "pretrain", pretrained_seed(config, seed))
 
 
+def tuning_choice(experiment: str, regime: str) -> str:
+    """The lr × weight-decay search of a regime: its choice and table (``transferscope.tuning``)."""
+    return f"runs/{experiment}/tuning/{regime}.json"
+
+
+def tuning_table(experiment: str, regime: str) -> str:
+    """The same search's table as CSV, for the report."""
+    return f"results/tuning/{experiment}/{regime}.csv"
+
+
 def interactions_dir(experiment: str, seed: int | str) -> str:
     return f"interactions/{experiment}/seed{seed}"
 
