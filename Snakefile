@@ -24,9 +24,11 @@ include: "rules/tune.smk"
 include: "rules/train.smk"
 include: "rules/interactions.smk"
 include: "rules/knowledge.smk"
+include: "rules/knockout.smk"
 include: "rules/figures.smk"
 include: "rules/theory.smk"
 include: "rules/analyses.smk"
+include: "rules/sensitivity.smk"
 
 
 rule all:

@@ -118,6 +118,7 @@ def all_targets():
         "results/figures/transfer_by_order.png",
         "results/figures/convergence.png",
         "results/figures/salient_examples.png",
+        "results/figures/knockout.png",
         "results/theory/theory.json",
         *ts_analyses.analyses_targets(config),
     ]
@@ -125,3 +126,20 @@ def all_targets():
 
 def gpus():
     return config["gpus_per_job"]
+
+
+def sensitivity_settings(wildcards):
+    return json.dumps(
+        ts_config.sensitivity_interaction_settings(
+            config, wildcards.variant, wildcards.experiment, int(wildcards.seed)
+        ),
+        sort_keys=True,
+    )
+
+
+def sensitivity_summaries(wildcards):
+    return [
+        ts_paths.sensitivity_interactions_summary(wildcards.variant, exp, seed)
+        for exp in config["experiments"]
+        for seed in config["seeds"]
+    ]

@@ -94,6 +94,7 @@ rule knowledge_claims:
         "results/knowledge/overlap_samples.parquet",
         "results/knowledge/convergence_samples.parquet",
         "results/knowledge/planted.parquet",
+        "results/knowledge/knockout_samples.parquet",
         "results/theory/theory.json",
         analyses=ts_analyses.analyses_targets(config),
         runs=ts_paths.run_summaries(config),

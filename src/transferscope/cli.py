@@ -140,6 +140,19 @@ def cmd_knowledge(args) -> None:
         from transferscope.knowledge.overlaps import overlap_tables
 
         overlap_tables(args.interactions, args.out_dir, args.sign_agreement, **boot)
+    elif args.action == "tables":  # every per-interaction table, for a sensitivity variant
+        from transferscope.knowledge.overlaps import overlap_tables
+
+        data = dict(pair.split("=", 1) for pair in args.data)
+        aggregate.transfer_tables(
+            args.interactions, args.out_dir, args.sign_agreement, **boot, data_dirs=data
+        )
+        aggregate.convergence_tables(args.interactions, args.out_dir, **boot)
+        overlap_tables(args.interactions, args.out_dir, args.sign_agreement, **boot)
+    elif args.action == "sensitivity":
+        from transferscope.knowledge.claims import verdict_changes
+
+        verdict_changes(dict(pair.split("=", 1) for pair in args.variants), args.out)
     elif args.action == "claims":
         from transferscope.knowledge.claims import claims_table
 
@@ -153,6 +166,10 @@ def cmd_knowledge(args) -> None:
             analyses_dir=args.analyses_dir,
             theory_dir=args.theory_dir,
         )
+    elif args.action == "knockout":
+        from transferscope.knowledge.knockout import knockout_tables
+
+        knockout_tables(args.interactions, args.out_dir, args.sign_agreement, **boot)
     elif args.action == "links":
         knowledge = Path(args.out_dir)
         aggregate.link_tables(
@@ -175,6 +192,8 @@ def cmd_figures_knowledge(args) -> None:
         figures.transfer_by_order(args.table, args.out, args.dpi)
     elif args.action == "convergence":
         figures.convergence(args.table, args.runs, args.out, args.dpi)
+    elif args.action == "knockout":
+        figures.knockout(args.table, args.out, args.dpi)
     else:
         data = dict(pair.split("=", 1) for pair in args.data)
         figures.salient_examples(args.interactions, data, args.out, dpi=args.dpi)
@@ -300,7 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     knowledge = stages.add_parser("knowledge", help="knowledge tables, metrics and summary")
     knowledge.add_argument(
-        "action", choices=["transfer", "convergence", "overlap", "links", "claims", "report"]
+        "action",
+        choices=[
+            "transfer",
+            "convergence",
+            "overlap",
+            "links",
+            "claims",
+            "report",
+            "tables",
+            "sensitivity",
+            "knockout",
+        ],
     )
     knowledge.add_argument("--interactions", nargs="*", default=[], help="extraction summaries")
     knowledge.add_argument("--runs", nargs="*", default=[], help="run summary.json files")
@@ -320,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     knowledge.add_argument("--metrics", help="report: headline numbers JSON")
     knowledge.add_argument("--summary", help="report: plain-sentence Markdown summary")
     knowledge.add_argument("--claims", help="claims: the claims table (.parquet, CSV beside it)")
+    knowledge.add_argument(
+        "--variants", nargs="+", help="sensitivity: name=claims.parquet pairs, the base first"
+    )
+    knowledge.add_argument("--out", help="sensitivity: the verdict comparison (.parquet)")
     knowledge.add_argument("--analyses-dir", help="claims: results/analyses (representation lens)")
     knowledge.add_argument("--theory-dir", help="claims: results/theory (theory lens)")
     knowledge.set_defaults(func=cmd_knowledge)
@@ -337,9 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("transfer", "preserved / discarded / new by order"),
         ("convergence", "similarity to the final interactions beside accuracy"),
         ("examples", "strongest salient interactions drawn on inputs"),
+        ("knockout", "drop in v as the players of salient terms are knocked out"),
     ]:
         fig = figures.add_parser(name, help=helptext)
-        fig.add_argument("--table", help="knowledge table (transfer_samples / convergence)")
+        fig.add_argument(
+            "--table", help="knowledge table (transfer_samples / convergence / knockout)"
+        )
         fig.add_argument("--runs", nargs="*", default=[])
         fig.add_argument("--interactions", nargs="*", default=[])
         fig.add_argument("--data", nargs="*", default=[], help="experiment=data_dir pairs")

@@ -189,20 +189,42 @@ def timm_names() -> tuple[set[str], set[str]]:
 
 
 def check_baseline(config: dict[str, Any], source: str = "config") -> None:
-    """``interactions.baseline`` applies to the players of every experiment's model."""
-    baseline = config["interactions"]["baseline"]
-    if baseline == "auto":  # each modality has it
-        return
-    from transferscope.interactions.extract import BASELINES  # torch: only when needed
+    """``interactions.baseline`` (and each sensitivity variant's) applies to the players of
+    every experiment's model."""
+    variants = config.get("sensitivity", {}).get("variants", {})
+    chosen = {"interactions.baseline": config["interactions"]["baseline"]}
+    chosen.update(
+        {f"sensitivity.variants.{v}.baseline": o["baseline"] for v, o in variants.items()
+         if "baseline" in o}
+    )  # fmt: skip
+    for key, baseline in chosen.items():
+        if baseline in ("auto", "alternative"):  # each modality has both
+            continue
+        from transferscope.interactions.extract import BASELINES  # torch: only when needed
 
-    for exp, spec in config["experiments"].items():
-        modality = MODALITY[config["models"][spec["model"]]["source"]]
-        if baseline != "auto" and baseline not in BASELINES[modality]:
-            raise ConfigError(
-                f"{source}: interactions.baseline: '{baseline}' does not apply to the "
-                f"{modality} players of experiment {exp}; use one of "
-                f"{['auto', *BASELINES[modality]]}"
-            )
+        for exp, spec in config["experiments"].items():
+            modality = MODALITY[config["models"][spec["model"]]["source"]]
+            if baseline not in BASELINES[modality]:
+                raise ConfigError(
+                    f"{source}: {key}: '{baseline}' does not apply to the {modality} players "
+                    f"of experiment {exp}; use one of "
+                    f"{['auto', 'alternative', *BASELINES[modality]]}"
+                )
+
+
+def sensitivity_interaction_settings(
+    config: dict[str, Any], variant: str, experiment: str, seed: int
+) -> dict[str, Any]:
+    """The extraction settings of one sensitivity variant: the run's own, with the variant's
+    ``interactions`` overrides (config ``sensitivity.variants``)."""
+    variants = config.get("sensitivity", {}).get("variants", {})
+    if variant not in variants:
+        raise ConfigError(
+            f"sensitivity.variants.{variant}: not configured; have {sorted(variants)}"
+        )
+    settings = interaction_settings(config, experiment, seed)
+    settings["interactions"] = {**settings["interactions"], **variants[variant]}
+    return settings
 
 
 def training_settings(config: dict[str, Any], experiment: str, regime: str) -> dict[str, Any]:

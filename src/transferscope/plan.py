@@ -118,12 +118,14 @@ AGGREGATES = (  # one job per config each, after training and extraction
     "knowledge_convergence",
     "knowledge_overlap",
     "knowledge_links",
+    "knowledge_knockout",
     "knowledge_claims",
     "knowledge_report",
     "training_curves",
     "figure_transfer",
     "figure_convergence",
     "figure_examples",
+    "figure_knockout",
     "theory",
 )
 ANALYSES = (

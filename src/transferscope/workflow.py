@@ -71,3 +71,21 @@ def interaction_summaries(config: dict[str, Any]) -> list[str]:
     return [
         interactions_summary(exp, seed) for exp in config["experiments"] for seed in config["seeds"]
     ]
+
+
+def sensitivity_interactions_summary(variant: str, experiment: str, seed: int | str) -> str:
+    """One sensitivity variant's extraction of (experiment, seed), from the same checkpoints."""
+    return f"sensitivity/{variant}/{experiment}/seed{seed}/summary.json"
+
+
+def sensitivity_dir(variant: str) -> str:
+    """A variant's knowledge tables (knowledge/) and claims table."""
+    return f"results/sensitivity/{variant}"
+
+
+SENSITIVITY_VERDICTS = "results/sensitivity/verdicts.parquet"
+
+
+def sensitivity_targets(config: dict[str, Any]) -> list[str]:
+    """The verdict comparison when config ``sensitivity.variants`` names any variant."""
+    return [SENSITIVITY_VERDICTS] if config.get("sensitivity", {}).get("variants") else []

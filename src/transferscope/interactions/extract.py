@@ -172,9 +172,10 @@ def prepare_game(settings: dict[str, Any], params: dict[str, Any], data_dir) -> 
 
 
 def baseline_name(name: str, modality: str) -> str:
-    """The baseline ``interactions.baseline`` means for ``modality`` (auto: mean or mask)."""
-    if name == "auto":
-        return BASELINES[modality][0]
+    """The baseline ``interactions.baseline`` means for ``modality`` (auto: mean or mask;
+    alternative: black or pad, the sensitivity check's other choice)."""
+    if name in ("auto", "alternative"):
+        return BASELINES[modality][0 if name == "auto" else 1]
     if name not in BASELINES[modality]:
         raise ValueError(
             f"interactions.baseline = '{name}' does not apply to {modality} players; use one of "

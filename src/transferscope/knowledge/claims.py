@@ -372,6 +372,39 @@ def _convergence_claims(convergence_samples, status, resamples, confidence) -> l
     return rows
 
 
+def knockout_claims(knockout_samples, status, resamples, confidence) -> list[dict]:
+    """The causal test at inference (docs/references.md §4, ``knockout``): per experiment, the
+    mean drop in v over matched numbers of knocked-out players, preserved terms minus random
+    terms of the same orders, paired by seed and sample (samples without preserved terms have
+    no comparison and are left out)."""
+    import polars as pl
+
+    rows = []
+    per_sample = knockout_samples.unique(["experiment", "seed", "sample"]).drop_nulls(
+        "preserved_minus_random"
+    )
+    for experiment in sorted(knockout_samples["experiment"].unique().to_list()):
+        sub = per_sample.filter(pl.col("experiment") == experiment).sort(["seed", "sample"])
+        rows.append(
+            _paired_row(
+                _by_seed(sub, "preserved_minus_random"),
+                +1,
+                resamples,
+                confidence,
+                study="knockout (causal test)",
+                experiment=experiment,
+                kind="and+or",
+                claim="preserved knowledge matters more than random knowledge of the same orders",
+                metric="mean drop in v at matched knocked-out players, preserved terms",
+                observed=float(sub["preserved_drop_matched"].mean()) if sub.height else np.nan,
+                null_name="random salient terms of the same orders (and strengths where possible)",
+                null=float(sub["random_drop_matched"].mean()) if sub.height else np.nan,
+                reason=_unlearned(status, experiment, ("probe", "finetune")),
+            )
+        )
+    return rows
+
+
 def within_experiment_link(table, x: str, y: str, max_exact: int = 20000, seed: int = 0):
     """Mean over experiments of Spearman's ρ(x, y) across seeds, and its p-value from
     permuting y within each experiment (exact when there are at most ``max_exact``
@@ -545,6 +578,9 @@ def claims_table(
     planted = knowledge_dir / "planted.parquet"
     if planted.exists():
         rows += planted_claims(pl.read_parquet(planted), status)
+    knockout = knowledge_dir / "knockout_samples.parquet"
+    if knockout.exists():
+        rows += knockout_claims(pl.read_parquet(knockout), status, resamples, confidence)
     if analyses_dir and Path(analyses_dir).is_dir():
         rows += lens_claims.representation_claims(analyses_dir, status, _unlearned, alpha)
     if theory_dir and Path(theory_dir).is_dir():
@@ -555,3 +591,27 @@ def claims_table(
         [{"experiment": e, "regime": r, **s} for (e, r), s in sorted(status.items())]
     )
     write_table(learned, Path(out).with_name("learning.parquet"))
+
+
+def verdict_changes(claims_by_variant: dict[str, str | Path], out) -> None:
+    """results/sensitivity/verdicts.{parquet,csv}: per claim (study, claim, experiment, kind),
+    each variant's verdict and observed value beside the base run's, and ``changed`` when any
+    variant's verdict differs from the base's. The first entry is the base; claims that a
+    variant does not test (the representation and theory lenses do not depend on the
+    interaction settings) are compared only where both have them."""
+    import polars as pl
+
+    from transferscope.knowledge.aggregate import write_table
+
+    keys = ["study", "claim", "experiment", "kind"]
+    names = list(claims_by_variant)
+    table = None
+    for name in names:
+        part = pl.read_parquet(claims_by_variant[name]).select(
+            *keys, pl.col("verdict").alias(f"verdict[{name}]"),
+            pl.col("observed").alias(f"observed[{name}]"),
+        )  # fmt: skip
+        table = part if table is None else table.join(part, on=keys, how="inner")
+    base = pl.col(f"verdict[{names[0]}]")
+    changed = pl.any_horizontal([pl.col(f"verdict[{n}]") != base for n in names[1:]])
+    write_table(table.with_columns(changed=changed).sort(keys), out)
