@@ -92,6 +92,8 @@ def finalise(rows: list[dict], alpha: float):
     for i, p in zip(tested, adjusted):
         rows[i]["p_adjusted"] = float(p)
         r = rows[i]
+        r.setdefault("low", float("nan"))
+        r.setdefault("high", float("nan"))
         r["verdict"] = verdict(r["excess"], r["low"], r["high"], float(p), r["direction"], alpha)
     for r in rows:
         if not r.get("reason") and r["direction"] == 0:
