@@ -144,7 +144,7 @@ def two_sided(null_draws, observed: float) -> float:
     return float(min(1.0, 2 * min(greater, less)))
 
 
-def sign_flip_p_value(groups, draws: int = 2000, seed: int = 0) -> float:
+def sign_flip_p_value(groups, draws: int = 20000, seed: int = 0) -> float:
     """Two-sided p-value that the mean of paired differences is 0: each difference keeps or
     flips its sign at random (the pair's two members are exchangeable under the null).
 
