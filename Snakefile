@@ -1,6 +1,8 @@
 # transferscope: what does pre-training transfer, and why does it help?
 # Thin entry point: config, validation, rule files, and the final targets.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from transferscope import config as ts_config
 
 min_version("9.0")
 
@@ -11,7 +13,8 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-validate(config, "schemas/config.schema.yaml")
+# schema (defaults filled in) and cross-references, with a one-line message naming the key
+config.update(ts_config.validate_config(config, source="config"))
 
 
 report: "report/workflow.rst"

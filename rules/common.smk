@@ -9,8 +9,6 @@ from transferscope import workflow as ts_paths
 from transferscope import tuning as ts_tuning
 from transferscope.analyses import settings as ts_analyses
 
-ts_config.check_references(config, source="config")
-
 # jobs call the `transferscope` CLI of the environment this Snakemake runs in, activated or not
 shell.prefix(
     f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH; "

@@ -165,6 +165,7 @@ rule knowledge_report:
         summary=report(
             "results/summary.md", caption="../report/summary.rst", category="Summary"
         ),
+        landing="results/claims_tested.csv",
     log:
         "logs/knowledge/report.log",
     resources:
@@ -175,7 +176,8 @@ rule knowledge_report:
     shell:
         "transferscope knowledge report --runs {input.runs} --out-dir results/knowledge "
         "--confidence {params.confidence} --claims results/claims.parquet "
-        "--metrics {output.metrics} --summary {output.summary} 2> {log}"
+        "--metrics {output.metrics} --summary {output.summary} --landing {output.landing} "
+        "2> {log}"
 
 
 rule figure_transfer:

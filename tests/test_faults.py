@@ -174,11 +174,11 @@ def _set(path: str, value):
         (_set("models.minilm.name", "package:no_such_pkg/model"), "no_such_pkg.*not installed"),
         (_set("interactions.baseline", "black"), "'black' does not apply to the text players"),
         (_set("interactions.baseline", "mask"), "'mask' does not apply to the image players"),
-        (_set("interactions.tau", 2), "interactions/tau"),
-        (_set("interactions.tau", 1), "interactions/tau"),
+        (_set("interactions.tau", 2), "interactions.tau"),
+        (_set("interactions.tau", 1), "interactions.tau"),
         (_set("theory.instancess", 2), "Additional properties.*instancess"),
         (_set("theory.relu.mu", [0.0]), "Additional properties.*'mu'"),
-        (_set("theory.d", 1), "theory/d"),
+        (_set("theory.d", 1), "theory.d"),
     ],
 )
 def test_settings_that_would_run_wrong_stop_before_any_job(smoke_config, edit, message):

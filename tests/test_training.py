@@ -112,8 +112,10 @@ def test_corrupt_checkpoint_names_the_file(smoke_config, prepared, tmp_path):
     run = _train(smoke_config, prepared, tmp_path, "scratch")
     path = checkpoint_path(run, 1)
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(ValueError, match="epoch_001.safetensors is corrupt or truncated"):
+    with pytest.raises(ValueError, match="epoch_001.safetensors is corrupt or truncated") as err:
         load_model(path)
+    # the advice names the job's marker: deleting the file alone would not make Snakemake rerun it
+    assert f"--forcerun {run / 'summary.json'}`" in str(err.value)
 
 
 @pytest.mark.slow

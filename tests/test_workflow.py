@@ -7,10 +7,12 @@ import os
 import re
 import subprocess
 import sys
+from html import escape as html_escape
 from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from .conftest import ROOT, tracked_copy
 
@@ -87,6 +89,21 @@ def test_bad_config_stops_before_any_job(tmp_path):
     result = snakemake(ROOT, "-n", "--configfile", str(bad), check=False)
     assert result.returncode != 0
     assert "sedes" in result.stdout + result.stderr
+    # one line names the key; the schema and the config are not dumped after it
+    printed = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(printed) < 40, "\n".join(printed)
+
+
+def test_a_schema_error_names_the_key_and_the_fix(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    smoke.setdefault("interactions", {})["tau"] = 2
+    bad.write_text(yaml.safe_dump(smoke))
+    result = snakemake(ROOT, "-n", "--configfile", str(bad), check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "key 'interactions.tau': 2 is greater than or equal to the maximum of 1" in out
+    assert len([line for line in out.splitlines() if line.strip()]) < 40, out
 
 
 @pytest.mark.slow
@@ -117,3 +134,12 @@ def test_smoke_workflow_runs_and_then_has_nothing_to_do(tmp_path):
     assert set(directness["experiment"]) == set(metrics) & {"digits_resnet", "sentiment_minilm"}
     again = snakemake(repo, "-n", "--cores", "2", "--configfile", "config/smoke.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
+    # the report's landing page (the workflow description) opens with every tested claim
+    snakemake(repo, "--report", "report.html", "--configfile", "config/smoke.yaml")
+    html = (repo / "report.html").read_text()
+    landing = html[html.index("Claims tested on this run") :]
+    tested = claims_table.filter(pl.col("verdict") != "not testable")
+    assert tested.height > 0
+    for claim in set(tested["claim"]):  # as the report embeds it: HTML in a JSON string
+        assert json.dumps(html_escape(claim, quote=False))[1:-1] in landing, claim
+    assert "Docutils System Messages" not in html

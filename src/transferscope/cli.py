@@ -181,7 +181,13 @@ def cmd_knowledge(args) -> None:
         )
     else:
         report.write_reports(
-            args.out_dir, args.runs, args.metrics, args.summary, args.confidence, args.claims
+            args.out_dir,
+            args.runs,
+            args.metrics,
+            args.summary,
+            args.confidence,
+            args.claims,
+            landing_out=args.landing,
         )
 
 
@@ -349,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     knowledge.add_argument("--metrics", help="report: headline numbers JSON")
     knowledge.add_argument("--summary", help="report: plain-sentence Markdown summary")
+    knowledge.add_argument("--landing", help="report: tested claims as CSV (report landing page)")
     knowledge.add_argument("--claims", help="claims: the claims table (.parquet, CSV beside it)")
     knowledge.add_argument(
         "--variants", nargs="+", help="sensitivity: name=claims.parquet pairs, the base first"

@@ -91,9 +91,10 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
 
 def _schema_message(err: Exception) -> str:
     cause = err.__cause__ or err.__context__ or err
-    path = "/".join(str(p) for p in getattr(cause, "absolute_path", []))
+    path = ".".join(str(p) for p in getattr(cause, "absolute_path", []))
     message = getattr(cause, "message", str(err))
-    return f"key '{path or '<top>'}': {message}" if path else message
+    where = f"key '{path}': " if path else ""
+    return f"{where}{message} (schemas/config.schema.yaml describes every key; fix the value)"
 
 
 def check_references(config: dict[str, Any], source: str = "config") -> None:

@@ -84,7 +84,11 @@ def read_json(path: str | os.PathLike) -> Any:
             f"{path}: file not found; run the stage that produces it first"
         ) from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); delete it and rerun its stage") from None
+        from transferscope.workflow import rerun_command
+
+        raise ValueError(
+            f"{path}: not valid JSON ({err}); rebuild it: `{rerun_command(path)}`"
+        ) from None
 
 
 def _json_default(obj: Any) -> Any:

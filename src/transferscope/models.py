@@ -281,8 +281,11 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             meta = json.loads((handle.metadata() or {}).get("transferscope", "{}"))
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as err:
+        from transferscope.workflow import rerun_command
+
         raise ValueError(
-            f"checkpoint {path} is corrupt or truncated ({err}); delete it and rerun its training stage"
+            f"checkpoint {path} is corrupt or truncated ({err}); retrain its run: "
+            f"`{rerun_command(path)}`"
         ) from None
     return state, meta
 

@@ -48,6 +48,18 @@ def interactions_summary(experiment: str, seed: int | str) -> str:
     return f"{interactions_dir(experiment, seed)}/summary.json"
 
 
+def rerun_command(path: str | Path) -> str:
+    """The one command that rebuilds the artefact a file belongs to. A run or cache directory is
+    one job whose marker is its ``summary.json``; deleting a file inside it does not make Snakemake
+    rerun the job, forcing the marker does (and the job verifies what it keeps)."""
+    path = Path(path)
+    for parent in (path.parent, *path.parent.parents):
+        is_job_dir = (parent / "summary.json").is_file() or (parent / "settings.json").is_file()
+        if is_job_dir or (parent.name.startswith("seed") and parent.name[4:].isdigit()):
+            return f"snakemake --cores all --forcerun {parent / 'summary.json'}"
+    return f"snakemake --cores all --forcerun {path}"
+
+
 def final_checkpoint(summary_or_run: str | Path) -> Path:
     """The last epoch's checkpoint of a finished run (given its directory or summary.json)."""
     from transferscope.io import read_json

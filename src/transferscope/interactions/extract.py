@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from transferscope.config import schema_defaults
+from transferscope.workflow import rerun_command
 
 ENGINE_VERSION = "3"  # bump when masking, players, andor or salient change their results
 META_KEY = "transferscope"
@@ -69,19 +70,19 @@ def read_cache_metadata(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"interaction cache {path} is missing; rerun `transferscope interactions` for its run"
+            f"interaction cache {path} is missing; recompute its caches: `{rerun_command(path)}`"
         )
     try:
         raw = pl.read_parquet_metadata(path)
     except Exception as err:
         raise ValueError(
-            f"interaction cache {path} is corrupt or not Parquet ({err}); delete it and rerun "
-            f"`transferscope interactions`"
+            f"interaction cache {path} is corrupt or not Parquet ({err}); recompute its caches: "
+            f"`{rerun_command(path)}`"
         ) from None
     if META_KEY not in raw:
         raise ValueError(
             f"{path} has no '{META_KEY}' metadata: not an interaction cache of this engine; "
-            f"delete it and rerun `transferscope interactions`"
+            f"recompute its caches: `{rerun_command(path)}`"
         )
     try:
         return json.loads(raw[META_KEY])
@@ -453,10 +454,7 @@ def checkpoints_of(runs: dict[str, Path], experiment: str, seed: int) -> list[Ch
         last = int(summary["epochs"])
         for epoch in [last] if regime == "probe" else range(last + 1):
             path = checkpoint_path(runs[regime], epoch)
-            fix = (
-                f"retrain it (it resumes from its intact epochs): snakemake --cores all "
-                f"--forcerun {summary_path}"
-            )
+            fix = f"retrain it (it resumes from its intact epochs): {rerun_command(path)}"
             if not path.is_file():
                 raise FileNotFoundError(
                     f"checkpoint {path} (listed in {summary_path}) is missing; {fix}"

@@ -29,11 +29,7 @@ def load(path: str | Path) -> Interactions:
     import polars as pl
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"interaction cache {path} is missing; rerun `transferscope interactions` for its run"
-        )
-    meta = read_cache_metadata(path)
+    meta = read_cache_metadata(path)  # names the command that recomputes a missing or corrupt one
     table = pl.read_parquet(path).sort(["sample", "subset"])
     n_samples = table["sample"].n_unique()
     values, salient = {}, {}

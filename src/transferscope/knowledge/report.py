@@ -109,7 +109,13 @@ def final_accuracy(run_summaries):
 
 
 def write_reports(
-    knowledge_dir, run_summaries, metrics_out, summary_out, confidence=0.95, claims=None
+    knowledge_dir,
+    run_summaries,
+    metrics_out,
+    summary_out,
+    confidence=0.95,
+    claims=None,
+    landing_out=None,
 ) -> None:
     import polars as pl
 
@@ -132,6 +138,8 @@ def write_reports(
         numbers["learning"] = learning.to_dicts()
     numbers["confidence"] = confidence
     write_json(metrics_out, numbers)
+    if landing_out and claims_table is not None:
+        write_landing_table(claims_table, landing_out)
     write_text(summary_out, summary_text(numbers, accuracy, claims_table, learning, confidence))
 
 
@@ -201,24 +209,47 @@ def _num(x, digits=2) -> str:
     return "n/a" if x is None or x != x else f"{x:.{digits}f}"
 
 
+CLAIMS_COLUMNS = (
+    "study", "claim", "experiment", "kind", "observed", "null", "excess [interval]", "p (Holm)",
+    "verdict",
+)  # fmt: skip
+
+
+def tested_claims_rows(claims) -> list[tuple[str, ...]]:
+    """The tested claims as formatted cells (CLAIMS_COLUMNS), for the summary and the report."""
+    import polars as pl
+
+    rows = []
+    for r in claims.filter(pl.col("verdict") != "not testable").iter_rows(named=True):
+        interval = f" [{_num(r['low'])}, {_num(r['high'])}]" if r["low"] == r["low"] else ""
+        rows.append((
+            r["study"], r["claim"], r["experiment"], r["kind"], _num(r["observed"]),
+            f"{_num(r['null'])} ({r['null_name']})", f"{_num(r['excess'])}{interval}",
+            _num(r["p_adjusted"], 3), r["verdict"],
+        ))  # fmt: skip
+    return rows
+
+
+def write_landing_table(claims, path) -> None:
+    """The tested claims as CSV: the report's landing page shows it (report/workflow.rst)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CLAIMS_COLUMNS)
+    writer.writerows(tested_claims_rows(claims))
+    write_text(path, buffer.getvalue())
+
+
 def claims_lines(claims, confidence: float) -> list[str]:
     """The claims table as Markdown: tested rows first, then the withheld ones with reasons."""
     import polars as pl
 
-    lines = [
-        "| study | claim | experiment | kind | observed | null | excess [interval] | p (Holm) "
-        "| verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    tested = claims.filter(pl.col("verdict") != "not testable")
-    for r in tested.iter_rows(named=True):
-        interval = f" [{_num(r['low'])}, {_num(r['high'])}]" if r["low"] == r["low"] else ""
-        lines.append(
-            f"| {r['study']} | {r['claim']} | {r['experiment']} | {r['kind']} | "
-            f"{_num(r['observed'])} | {_num(r['null'])} ({r['null_name']}) | "
-            f"{_num(r['excess'])}{interval} | {_num(r['p_adjusted'], 3)} | "
-            f"{VERDICT_MARK[r['verdict']]} |"
-        )
+    lines = ["| " + " | ".join(CLAIMS_COLUMNS) + " |", "|" + "---|" * len(CLAIMS_COLUMNS)]
+    for row in tested_claims_rows(claims):
+        *cells, verdict = row
+        lines.append("| " + " | ".join([*cells, VERDICT_MARK[verdict]]) + " |")
     withheld = claims.filter(pl.col("verdict") == "not testable")
     if withheld.height:
         lines += ["", "Not tested (the comparison would be meaningless in this run):", ""]
