@@ -63,3 +63,58 @@ def test_negative_transfer_sign_is_tested_against_permuted_predictions(tmp_path)
     found = [r for r in lens_claims.theory_claims(tmp_path, 0.05) if "negative" in r["claim"]]
     assert found[0]["observed"] == 1.0 and found[0]["null"] == pytest.approx(0.5, abs=0.05)
     assert claims.finalise(found, 0.05)["verdict"][0] == claims.SUPPORTED
+
+
+# ------------------------------------------------------------------ control: early P at chance
+
+
+def test_accuracy_difference_p_is_fishers_exact_test():
+    from scipy.stats import fisher_exact
+
+    assert lens_claims.accuracy_difference_p(80, 60, 100) == pytest.approx(
+        fisher_exact([[80, 20], [60, 40]]).pvalue
+    )
+    assert lens_claims.accuracy_difference_p(50, 50, 100) == pytest.approx(1.0)
+
+
+def _intermediate(tmp_path, experiment, final, early, scratch, early_source, seeds=(0, 1)):
+    rows = []
+    for seed in seeds:
+        rows += [
+            dict(experiment=experiment, seed=seed, pretrain_epoch=1, reference=False,
+                 source_test_accuracy=early_source, target_test_accuracy=early),
+            dict(experiment=experiment, seed=seed, pretrain_epoch=8, reference=False,
+                 source_test_accuracy=1.0, target_test_accuracy=final),
+            dict(experiment=experiment, seed=seed, pretrain_epoch=None, reference=True,
+                 source_test_accuracy=None, target_test_accuracy=scratch),
+        ]  # fmt: skip
+    (tmp_path / experiment).mkdir()
+    pl.DataFrame(rows).write_parquet(tmp_path / experiment / "intermediate.parquet")
+
+
+@pytest.mark.parametrize(
+    ("final", "early", "scratch", "early_source", "expected"),
+    [
+        (0.95, 0.60, 0.40, 0.20, [claims.SUPPORTED, claims.SUPPORTED]),  # both effects planted
+        (0.60, 0.60, 0.60, 0.20, [claims.NULL, claims.NULL]),  # no effect anywhere
+        (0.40, 0.60, 0.80, 0.20, [claims.CONTRADICTED, claims.CONTRADICTED]),
+        (0.95, 0.60, 0.40, 1.00, ["not testable", "not testable"]),  # early P already learned
+    ],
+)  # fmt: skip
+def test_early_checkpoint_control_reaches_every_verdict(
+    tmp_path, prepared, final, early, scratch, early_source, expected
+):
+    """digits: 5 source classes (chance ≈ 0.2) and a target test set of several hundred."""
+    from transferscope.data import read_manifest
+
+    _intermediate(tmp_path, "digits_resnet", final, early, scratch, early_source)
+    status = {("digits_resnet", r): {"learned": True} for r in ("finetune", "scratch")}
+    rows = lens_claims.early_checkpoint_claims(
+        tmp_path, {"digits_resnet": prepared["digits"]}, status, claims._unlearned, 0.05
+    )
+    table = claims.finalise(rows, 0.05)
+    assert table["verdict"].to_list() == expected
+    n_test = read_manifest(prepared["digits"])["tasks"]["target"]["test"]
+    assert table["n"].to_list() == [2 * n_test, 2 * n_test]  # test items × seeds
+    if expected[0] == "not testable":
+        assert "already learned the source task" in table["reason"][0]

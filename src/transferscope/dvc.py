@@ -37,7 +37,6 @@ input and code triggers), runs them in parallel, and remains the single definiti
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -301,38 +300,19 @@ def check_integrity() -> None:
 
 
 # --------------------------------------------------------------------------- commands
-@contextlib.contextmanager
 def workspace_lock(root: str | Path = "."):
     """One writer per workspace. DVC releases its repository lock while a stage's command runs
     and keeps read/write locks on that stage's paths only; this lock covers the rest (the
     ledger, Snakemake's records) so that a second writer fails at once instead of racing."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: DVC's own locks only
-        yield
-        return
-    path = Path(root) / LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise DvcGlueError(
-                f"this workspace is busy ({holder}); one writer per workspace: wait for it, or "
-                "use `dvc exp run --queue` / a second clone to run experiments side by side"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}: {' '.join(sys.argv)}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    from transferscope.io import exclusive_lock
+
+    def busy(holder: str) -> DvcGlueError:
+        return DvcGlueError(
+            f"this workspace is busy ({holder}); one writer per workspace: wait for it, or "
+            "use `dvc exp run --queue` / a second clone to run experiments side by side"
+        )
+
+    return exclusive_lock(Path(root) / LOCK, busy, f"pid {os.getpid()}: {' '.join(sys.argv)}")
 
 
 def run_stage(stage: str, extra: Sequence[str] = ()) -> None:

@@ -147,32 +147,45 @@ class DirectoryBusy(RuntimeError):
 
 
 @contextlib.contextmanager
-def writer_lock(directory: str | os.PathLike, fix: str = "") -> Iterator[None]:
-    """Hold an exclusive ``fcntl`` lock on ``directory/.writer.lock`` for the block; a second
-    writer fails at once with the holder's PID. The kernel drops the lock when its holder dies,
-    so a killed job never leaves a stale lock. ``fix``: what the message tells the user to do."""
+def exclusive_lock(path: str | os.PathLike, busy, holder: str | None = None) -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``fcntl`` lock on the file ``path`` for the block. A second
+    process gets ``busy(holder)`` raised at once, ``holder`` being what the first one wrote into
+    the file (its PID, by default). The kernel drops the lock when its holder dies, so a killed
+    process never leaves a stale lock. Not POSIX: no lock."""
     try:
         import fcntl
-    except ImportError:  # not POSIX: no lock
+    except ImportError:
         yield
         return
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK_NAME, "a+") as handle:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise DirectoryBusy(
-                f"{directory} is being written by {holder}; one writer per run directory. "
-                f"{fix or 'Wait for that process to finish (or end it), then rerun.'}"
-            ) from None
+            raise busy(handle.read().strip() or "another process") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
+        handle.write(f"{holder or f'pid {os.getpid()}'}\n")
         handle.flush()
         try:
             yield
         finally:
+            handle.seek(0)
+            handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def writer_lock(directory: str | os.PathLike, fix: str = ""):
+    """One writer per run (or cache) directory: ``exclusive_lock`` on ``directory/.writer.lock``.
+    ``fix``: what the message tells the user to do."""
+    directory = Path(directory)
+
+    def busy(holder: str) -> DirectoryBusy:
+        return DirectoryBusy(
+            f"{directory} is being written by {holder}; one writer per run directory. "
+            f"{fix or 'Wait for that process to finish (or end it), then rerun.'}"
+        )
+
+    return exclusive_lock(directory / LOCK_NAME, busy)

@@ -585,6 +585,9 @@ def claims_table(
         rows += knockout_claims(pl.read_parquet(knockout), status, resamples, confidence)
     if analyses_dir and Path(analyses_dir).is_dir():
         rows += lens_claims.representation_claims(analyses_dir, status, _unlearned, alpha)
+        rows += lens_claims.early_checkpoint_claims(
+            analyses_dir, data_dirs, status, _unlearned, alpha
+        )
     if theory_dir and Path(theory_dir).is_dir():
         rows += lens_claims.theory_claims(theory_dir, alpha)
     table = finalise(rows, alpha)

@@ -109,6 +109,21 @@ def merge_params(params: dict | None) -> dict:
     return merged
 
 
+def settings_changed(params: dict | None, summary_path: str | Path) -> list[str]:
+    """The theory settings whose value differs between ``params`` (as configured) and the ones
+    recorded in an existing ``theory.json`` ([] when it is absent, unreadable or the same).
+    Committed results carry no Snakemake record, so on a fresh clone Snakemake cannot see a
+    changed ``theory:`` block by itself; the workflow forces the theory job when this is not []."""
+    import json
+
+    try:
+        recorded = json.loads(Path(summary_path).read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    wanted = json.loads(json.dumps(merge_params(params)))  # tuples as lists, as recorded
+    return sorted(k for k in set(wanted) | set(recorded) if wanted.get(k) != recorded.get(k))
+
+
 def _grid(spec, low: float, high: float, name: str) -> np.ndarray:
     if isinstance(spec, int) and not isinstance(spec, bool):
         if spec < 1:
