@@ -142,3 +142,12 @@ def sensitivity_summaries(wildcards):
         for exp in config["experiments"]
         for seed in config["seeds"]
     ]
+
+
+def theory_settings_changed(wildcards):
+    # committed results/theory has no Snakemake record on a fresh clone, so a changed theory:
+    # block would go unseen; then the config files that changed it become the job's input
+    # (edited after the results were written, they are newer: Snakemake reruns it)
+    if ts_theory.settings_changed(config["theory"], "results/theory/theory.json"):
+        return [str(f) for f in workflow.configfiles]
+    return []

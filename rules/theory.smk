@@ -1,15 +1,6 @@
 # Theory lens: closed forms, deep-linear simulations, phase diagrams, ReLU student-teacher.
 
 
-def theory_settings_changed(wildcards):
-    # committed results/theory has no Snakemake record on a fresh clone, so a changed theory:
-    # block would go unseen; then the config files that changed it become the job's input
-    # (edited after the results were written, they are newer: Snakemake reruns it)
-    if ts_theory.settings_changed(config["theory"], "results/theory/theory.json"):
-        return [str(f) for f in workflow.configfiles]
-    return []
-
-
 rule theory:
     input:
         theory_settings_changed,
