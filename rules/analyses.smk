@@ -2,7 +2,8 @@
 # image experiments; text experiments are skipped and results/analyses/summary.json says so.
 # Extra training runs (block-shuffled, from intermediate pre-training epochs) reuse
 # `transferscope train` with settings from transferscope.analyses.settings, for analyses.seeds only;
-# the fine-tuned ones start from the shared pre-trained run (config pretrained_seed).
+# the fine-tuned ones start from the shared pre-trained run (config pretrained_seed), and every
+# one uses its regime's tuned settings, as the runs it is compared with do.
 
 IMAGE_EXPERIMENTS = ts_analyses.experiment_pattern(config)
 
@@ -11,6 +12,7 @@ rule finetune_shuffled:
     input:
         data=dataset_of,
         pretrained=pretrained_summary,
+        tuned=tuned_choice("finetune"),
     output:
         "runs/{experiment}/finetune-shuffle{block}/seed{seed}/summary.json",
     log:
@@ -27,14 +29,17 @@ rule finetune_shuffled:
         settings=lambda wildcards: ts_analyses.shuffle_settings_json(
             config, wildcards, "finetune"
         ),
+        tuned=tuned_option("finetune"),
     shell:
         "transferscope train --settings {params.settings:q} --data {input.data} "
-        "--init {input.pretrained} --out {output} --threads {threads} 2> {log}"
+        "--init {input.pretrained} --out {output} {params.tuned} --threads {threads} "
+        "2> {log}"
 
 
 rule scratch_shuffled:
     input:
         data=dataset_of,
+        tuned=tuned_choice("scratch"),
     output:
         "runs/{experiment}/scratch-shuffle{block}/seed{seed}/summary.json",
     log:
@@ -51,15 +56,17 @@ rule scratch_shuffled:
         settings=lambda wildcards: ts_analyses.shuffle_settings_json(
             config, wildcards, "scratch"
         ),
+        tuned=tuned_option("scratch"),
     shell:
         "transferscope train --settings {params.settings:q} --data {input.data} "
-        "--out {output} --threads {threads} 2> {log}"
+        "--out {output} {params.tuned} --threads {threads} 2> {log}"
 
 
 rule finetune_from_epoch:
     input:
         data=dataset_of,
         pretrained=pretrained_summary,
+        tuned=tuned_choice("finetune"),
     output:
         "runs/{experiment}/finetune-from{epoch}/seed{seed}/summary.json",
     log:
@@ -75,9 +82,10 @@ rule finetune_from_epoch:
     params:
         settings=lambda wildcards: ts_analyses.from_settings_json(config, wildcards),
         init=lambda wildcards: ts_analyses.from_init(config, wildcards),
+        tuned=tuned_option("finetune"),
     shell:
         "transferscope train --settings {params.settings:q} --data {input.data} "
-        "--init {params.init} --out {output} --threads {threads} 2> {log}"
+        "--init {params.init} --out {output} {params.tuned} --threads {threads} 2> {log}"
 
 
 rule analyses:

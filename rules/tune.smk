@@ -8,7 +8,12 @@ rule tune:
         pretrained=tuning_init,
     output:
         choice="runs/{experiment}/tuning/{regime}.json",
-        table="results/tuning/{experiment}/{regime}.csv",
+        table=report(
+            "results/tuning/{experiment}/{regime}.csv",
+            caption="../report/tuning.rst",
+            category="Baselines",
+            subcategory="{experiment}",
+        ),
     log:
         "logs/tune/{experiment}/{regime}.log",
     wildcard_constraints:

@@ -192,3 +192,24 @@ def test_without_tuning_the_workflow_is_unchanged(smoke_config, tmp_path):
         for dry in (off, absent)
     ]
     assert commands[0] == commands[1] and commands[0]
+
+
+def test_every_run_compared_with_a_tuned_run_uses_the_same_choice():
+    """The analyses' extra runs (block-shuffled, fine-tuned from an intermediate epoch) are held
+    against the main fine-tune and scratch runs, so they read the same tuned settings; an untuned
+    learning rate there would confound the early-checkpoint control and feature reuse."""
+    from .slurm_cluster import dry_run
+
+    jobs = dry_run("config/smoke.yaml").jobs
+    regime_of = {
+        "finetune": "finetune", "scratch": "scratch", "finetune_shuffled": "finetune",
+        "scratch_shuffled": "scratch", "finetune_from_epoch": "finetune",
+    }  # fmt: skip
+    seen = set()
+    for job in jobs:
+        if job.rule in regime_of:
+            seen.add(job.rule)
+            experiment = job.files("output")[0].split("/")[1]
+            choice = f"runs/{experiment}/tuning/{regime_of[job.rule]}.json"
+            assert choice in job.files("input"), (job.rule, job.files("input"))
+    assert seen == set(regime_of)
