@@ -39,14 +39,14 @@ def test_defaults_are_filled(raw):
     ("edit", "message"),
     [
         (lambda c: c.update(epochs=3), "Additional properties are not allowed \\('epochs'"),
-        (lambda c: c["training"]["finetune"].update(lr="fast"), "training/finetune/lr"),
+        (lambda c: c["training"]["finetune"].update(lr="fast"), "training.finetune.lr"),
         (lambda c: c["datasets"].update(imagenet={}), "imagenet"),
         (
             lambda c: c["experiments"]["digits_resnet"].update(model="vgg"),
             "'vgg' is not configured",
         ),
         (lambda c: c["interactions"].update(precision="fp8"), "fp8"),
-        (lambda c: c["interactions"].update(baseline="grey"), "interactions/baseline.*grey"),
+        (lambda c: c["interactions"].update(baseline="grey"), "interactions.baseline.*grey"),
     ],
 )
 def test_bad_config_names_the_key(raw, edit, message):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from transferscope.interactions.extract import write_cache
 from transferscope.knowledge import knockout as ko
@@ -209,3 +210,30 @@ def test_knockout_claim_is_paired_by_seed_and_sample(tmp_path):
                                                   "chance": 0.5, "p_value": 0.6}}  # fmt: skip
     (row,) = knockout_claims(samples, unlearned, resamples=50, confidence=0.95)
     assert "finetune did not learn" in row["reason"]
+
+
+# ------------------------------------------------- the players drawn in the salient-examples figure
+
+
+def test_figures_outline_the_players_the_extraction_used():
+    """The figure redraws each player from the game its cache recorded: grid cells, or for CUB
+    the discs around the chosen parts (not grid squares, which would be wrong for parts)."""
+    from transferscope.data.parts import choose_parts, part_player_masks
+    from transferscope.interactions.players import grid_player_masks
+    from transferscope.knowledge.figures import image_players
+
+    assert torch.equal(
+        image_players({"players": "grid", "grid": 3}, 0, (32, 32)), grid_player_masks(32, 32, 3)
+    )
+    generator = torch.Generator().manual_seed(0)
+    parts = torch.cat(
+        [torch.rand(2, 15, 2, generator=generator) * 64, torch.ones(2, 15, 1)], dim=2
+    )
+    priority, n, radius = [3, 0, 7, 11, 5, 1], 4, 6.0
+    chosen = choose_parts(parts, n, radius, priority)
+    game = {"players": "cub_parts", "parts": chosen.tolist(), "radius_px": radius}
+    expected = part_player_masks(parts, 64, radius, n, priority)
+    for k in range(2):
+        drawn = image_players(game, k, (64, 64), parts[k])
+        assert drawn.shape == (n, 64, 64)
+        assert torch.equal(drawn, expected[k])

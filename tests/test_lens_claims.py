@@ -118,3 +118,31 @@ def test_early_checkpoint_control_reaches_every_verdict(
     assert table["n"].to_list() == [2 * n_test, 2 * n_test]  # test items × seeds
     if expected[0] == "not testable":
         assert "already learned the source task" in table["reason"][0]
+
+
+def _representation_tables(root, experiment):
+    d = root / experiment
+    d.mkdir()
+    pl.DataFrame({"pair_type": ["P-T/P-T", "RI-T/RI-T"] * 3, "barrier_loss": [0.1, 0.9] * 3}
+                 ).write_parquet(d / "barriers.parquet")  # fmt: skip
+    pl.DataFrame({"diagonal": [True] * 6, "pair_type": ["P-T/P", "RI-T/P"] * 3,
+                  "seed_a": [0, 0, 1, 1, 2, 2], "cka": [0.9, 0.3] * 3}
+                 ).write_parquet(d / "cka.parquet")  # fmt: skip
+    pl.DataFrame({"pair_type": ["P-T/P", "RI-T/P"] * 3, "seed_a": [0, 0, 1, 1, 2, 2],
+                  "relative": [0.1, 1.0] * 3}).write_parquet(d / "distances.parquet")  # fmt: skip
+    pl.DataFrame({"pair_type": ["P-T/P-T", "RI-T/RI-T"] * 3, "both_wrong": [8, 2] * 3,
+                  "uncommon": [2, 8] * 3}).write_parquet(d / "mistakes.parquet")  # fmt: skip
+
+
+def test_representation_claims_read_only_the_configured_experiments(tmp_path):
+    """results/analyses may hold another config's experiments (the committed default run's,
+    beside a paper config's): they are not this run's claims."""
+    for experiment in ("ours", "left_over"):
+        _representation_tables(tmp_path, experiment)
+    status = {("ours", r): {"learned": True} for r in ("finetune", "scratch")}
+    rows = lens_claims.representation_claims(
+        tmp_path, status, claims._unlearned, 0.05, experiments={"ours"}
+    )
+    assert rows and {r["experiment"] for r in rows} == {"ours"}
+    everything = lens_claims.representation_claims(tmp_path, status, claims._unlearned, 0.05)
+    assert {r["experiment"] for r in everything} == {"ours", "left_over"}

@@ -584,7 +584,9 @@ def claims_table(
     if knockout.exists():
         rows += knockout_claims(pl.read_parquet(knockout), status, resamples, confidence)
     if analyses_dir and Path(analyses_dir).is_dir():
-        rows += lens_claims.representation_claims(analyses_dir, status, _unlearned, alpha)
+        rows += lens_claims.representation_claims(
+            analyses_dir, status, _unlearned, alpha, experiments=set(data_dirs)
+        )
         rows += lens_claims.early_checkpoint_claims(
             analyses_dir, data_dirs, status, _unlearned, alpha
         )

@@ -99,13 +99,27 @@ def convergence(convergence_path, run_summaries, out, dpi=120) -> None:
     save_figure(fig, out, dpi)
 
 
+def image_players(game: dict, k: int, shape, sample_parts=None):
+    """bool (n, H, W): the players of sample k as the extraction defined them, from the game
+    its cache recorded: grid cells, or the discs around the CUB parts it chose (``sample_parts``:
+    that image's part locations, (15, 3))."""
+    from transferscope.interactions.players import grid_player_masks
+
+    if game.get("players") == "cub_parts":
+        from transferscope.data.parts import part_player_masks
+
+        chosen = [int(p) for p in game["parts"][k]]
+        radius = float(game["radius_px"])
+        return part_player_masks(sample_parts[None], shape[0], radius, len(chosen), chosen)[0]
+    return grid_player_masks(shape[0], shape[1], int(game["grid"]))
+
+
 def salient_examples(
     interaction_summaries, data_dirs: dict, out, top=3, samples=3, dpi=120
 ) -> None:
     """For a few samples per experiment (first seed), the strongest salient AND interactions of
     the pre-trained (probe), fine-tuned and scratch model: patches outlined / words listed."""
     from transferscope.data import load_split, read_manifest
-    from transferscope.interactions.players import grid_bounds
     from transferscope.knowledge.caches import seed_caches
 
     plt = _plt()
@@ -113,7 +127,12 @@ def salient_examples(
     for summary in interaction_summaries:
         seed = seed_caches(summary)
         firsts.setdefault(seed.experiment, seed)
-    rows = [(exp, k) for exp in sorted(firsts) for k in range(samples)]
+    # at most the samples each experiment's caches hold
+    rows = [
+        (exp, k)
+        for exp in sorted(firsts)
+        for k in range(min(samples, len(firsts[exp].final("probe").meta["sample_index"])))
+    ]
     fig, axes = plt.subplots(len(rows), 3, figsize=(9, 2.8 * len(rows)), squeeze=False)
     for r, (exp, k) in enumerate(rows):
         seed = firsts[exp]
@@ -132,26 +151,17 @@ def salient_examples(
             if manifest["modality"] == "image":
                 image = test.x[index].float().mean(0).numpy()
                 ax.imshow(image, cmap="gray")
-                grid = int(round(len(values).bit_length() - 1) ** 0.5)
-                rows_b, cols_b = (
-                    grid_bounds(image.shape[0], grid),
-                    grid_bounds(image.shape[1], grid),
-                )
+                sample_parts = None
+                if meta["game"].get("players") == "cub_parts":
+                    from transferscope.data import cub
+
+                    sample_parts = cub.load_parts(data_dirs[exp], "test")[0][index]
+                players = image_players(meta["game"], k, image.shape, sample_parts)
                 for rank, s in enumerate(best):
                     color = plt.cm.tab10(rank)
-                    for p in range(grid * grid):
-                        if s >> p & 1:
-                            (r0, r1), (c0, c1) = rows_b[p // grid], cols_b[p % grid]
-                            ax.add_patch(
-                                plt.Rectangle(
-                                    (c0 - 0.5 + rank * 0.6, r0 - 0.5 + rank * 0.6),
-                                    c1 - c0 - 1.2 * rank,
-                                    r1 - r0 - 1.2 * rank,
-                                    fill=False,
-                                    ec=color,
-                                    lw=1.5,
-                                )
-                            )
+                    union = players[[p for p in range(len(players)) if s >> p & 1]].any(0)
+                    ax.contour(union.numpy().astype(float), levels=[0.5], colors=[color],
+                               linewidths=1.5)  # fmt: skip
                     ax.text(
                         0,
                         image.shape[0] + 2 + 3 * rank,
@@ -175,7 +185,7 @@ def salient_examples(
                     va="center",
                     wrap=True,
                 )
-    fig.suptitle("Strongest salient AND interactions (boxes: the players of each interaction)")
+    fig.suptitle("Strongest salient AND interactions (outlines: the players of each interaction)")
     fig.tight_layout()
     save_figure(fig, out, dpi)
 

@@ -75,7 +75,9 @@ def _row(study, claim, experiment, metric, observed, null_name, null, excess, p,
     )
 
 
-def representation_claims(analyses_dir, status: dict, unlearned, alpha: float) -> list[dict]:
+def representation_claims(
+    analyses_dir, status: dict, unlearned, alpha: float, experiments=None
+) -> list[dict]:
     """Per image experiment with analyses tables: fine-tunes of one P share a basin more than
     scratch runs do (lower loss barrier), P-T is closer to P than RI-T (CKA of the same module;
     relative weight distance), P-T pairs make more of the same mistakes, and feature reuse falls
@@ -86,6 +88,8 @@ def representation_claims(analyses_dir, status: dict, unlearned, alpha: float) -
     root = Path(analyses_dir)
     for exp_dir in sorted(p for p in root.iterdir() if (p / "barriers.parquet").exists()):
         experiment = exp_dir.name
+        if experiments is not None and experiment not in experiments:
+            continue  # another config's tables left in results/analyses
         reason = unlearned(status, experiment, ("finetune", "scratch"))
         barriers = pl.read_parquet(exp_dir / "barriers.parquet")
         pt = barriers.filter(pl.col("pair_type") == "P-T/P-T")["barrier_loss"].to_numpy()
