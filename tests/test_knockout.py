@@ -226,9 +226,7 @@ def test_figures_outline_the_players_the_extraction_used():
         image_players({"players": "grid", "grid": 3}, 0, (32, 32)), grid_player_masks(32, 32, 3)
     )
     generator = torch.Generator().manual_seed(0)
-    parts = torch.cat(
-        [torch.rand(2, 15, 2, generator=generator) * 64, torch.ones(2, 15, 1)], dim=2
-    )
+    parts = torch.cat([torch.rand(2, 15, 2, generator=generator) * 64, torch.ones(2, 15, 1)], dim=2)
     priority, n, radius = [3, 0, 7, 11, 5, 1], 4, 6.0
     chosen = choose_parts(parts, n, radius, priority)
     game = {"players": "cub_parts", "parts": chosen.tolist(), "radius_px": radius}
