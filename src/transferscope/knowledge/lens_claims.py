@@ -215,7 +215,8 @@ def early_checkpoint_claims(analyses_dir, data_dirs: dict, status: dict, unlearn
         rows.append(
             _row(CONTROL, "fine-tuning's gain needs P's source knowledge (final P beats early P)",
                  experiment, f"target accuracy, fine-tuned from P epoch {final_epoch}", a_final,
-                 f"fine-tuned from P epoch {early_epoch} (source at chance)", a_early,
+                 f"fine-tuned from P epoch {early_epoch} (source accuracy {k_source / n_source:.2f}, "
+                 f"chance {source_chance:.2f})", a_early,
                  a_final - a_early, accuracy_difference_p(k_final, k_early, n_target), +1,
                  n_target, reason)
         )  # fmt: skip
