@@ -145,9 +145,11 @@ def sensitivity_summaries(wildcards):
 
 
 def theory_settings_changed(wildcards):
-    # committed results/theory has no Snakemake record on a fresh clone, so a changed theory:
-    # block would go unseen; then the config files that changed it become the job's input
-    # (edited after the results were written, they are newer: Snakemake reruns it)
+    # committed results/theory has no Snakemake record on a fresh clone, so its params trigger
+    # cannot see a changed theory: block. The config files that set it are always the input
+    # (one input set, so no input-set trigger), marked ancient while the settings recorded in
+    # theory.json match; when they differ, the edited file is newer and Snakemake reruns theory.
+    files = ts_config.files_setting(workflow.configfiles, "theory")
     if ts_theory.settings_changed(config["theory"], "results/theory/theory.json"):
-        return [str(f) for f in workflow.configfiles]
-    return []
+        return files
+    return [ancient(f) for f in files]

@@ -105,3 +105,14 @@ def test_theory_block_names_exactly_the_theory_codes_keys():
     jsonschema.validate(
         yaml.safe_load((ROOT / "config" / "theory-full.yaml").read_text())["theory"], schema
     )
+
+
+def test_files_setting_a_key_are_those_that_name_it(tmp_path):
+    from transferscope.config import files_setting
+
+    base, overlay = tmp_path / "base.yaml", tmp_path / "overlay.yaml"
+    base.write_text("seeds: [0]\ntheory: {d: 24}\n")
+    overlay.write_text("sensitivity: {variants: {}}\n")
+    assert files_setting([base, overlay], "theory") == [str(base)]
+    # no file sets it (defaults): every file could start setting it
+    assert files_setting([overlay], "theory") == [str(overlay)]

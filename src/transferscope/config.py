@@ -76,6 +76,20 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return validate_config(config or {}, source=str(path))
 
 
+def files_setting(config_files, key: str) -> list[str]:
+    """The config files (in the order given) that set the top-level ``key``; all of them when
+    none does (the key then takes its defaults, which any of them could start setting)."""
+    chosen = []
+    for path in map(str, config_files):
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            raw = {}
+        if isinstance(raw, dict) and key in raw:
+            chosen.append(path)
+    return chosen or [str(f) for f in config_files]
+
+
 def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Validate against the schema, fill defaults, and check cross-references; returns a copy."""
     from snakemake.utils import validate  # the same validator Snakemake applies in the Snakefile
