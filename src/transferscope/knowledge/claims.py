@@ -116,6 +116,14 @@ _INTS = ("direction", "n")
 # ----------------------------------------------------------------------- did a regime learn?
 
 
+def majority_class_rate(data_dir, task: str) -> float:
+    """Chance on a task's test set: the share of its most frequent class."""
+    from transferscope.data.format import load_split
+
+    labels = load_split(data_dir, task, "test").y.numpy()
+    return float(np.bincount(labels).max() / labels.size)
+
+
 def learning_status(run_summaries, data_dirs: dict[str, str], alpha: float) -> dict:
     """{(experiment, regime): {accuracy, chance, p_value, learned, imported}} from the final
     test accuracies of target-task regimes; pre-training is scored on its source task, or
@@ -123,7 +131,6 @@ def learning_status(run_summaries, data_dirs: dict[str, str], alpha: float) -> d
     from scipy.stats import binomtest
 
     from transferscope.data import read_manifest
-    from transferscope.data.format import load_split
     from transferscope.io import read_json
 
     correct: dict = {}
@@ -140,8 +147,7 @@ def learning_status(run_summaries, data_dirs: dict[str, str], alpha: float) -> d
     status = {}
     for (experiment, regime), entry in correct.items():
         task = "source" if regime == "pretrain" else "target"
-        labels = load_split(data_dirs[experiment], task, "test").y.numpy()
-        chance = float(np.bincount(labels).max() / labels.size)  # majority class
+        chance = majority_class_rate(data_dirs[experiment], task)
         p = float(binomtest(entry["k"], entry["n"], chance, alternative="greater").pvalue)
         status[(experiment, regime)] = {
             "accuracy": float(np.mean(entry["acc"])),

@@ -141,6 +141,14 @@ def salient_examples(
         manifest = read_manifest(data_dirs[exp])
         test = load_split(data_dirs[exp], "target", "test")
         index = meta["sample_index"][k]
+        if manifest["modality"] == "image":  # the sample's players, the same in every panel
+            image = test.x[index].float().mean(0).numpy()
+            sample_parts = None
+            if meta["game"].get("players") == "cub_parts":
+                from transferscope.data import cub
+
+                sample_parts = cub.load_parts(data_dirs[exp], "test")[0][index]
+            players = image_players(meta["game"], k, image.shape, sample_parts)
         for c, (regime, cache) in enumerate(caches.items()):
             ax = axes[r, c]
             values = cache.I["and"][k] * cache.salient["and"][k]
@@ -149,14 +157,7 @@ def salient_examples(
             ax.set_title(f"{exp} #{index}: {label}", fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
             if manifest["modality"] == "image":
-                image = test.x[index].float().mean(0).numpy()
                 ax.imshow(image, cmap="gray")
-                sample_parts = None
-                if meta["game"].get("players") == "cub_parts":
-                    from transferscope.data import cub
-
-                    sample_parts = cub.load_parts(data_dirs[exp], "test")[0][index]
-                players = image_players(meta["game"], k, image.shape, sample_parts)
                 for rank, s in enumerate(best):
                     color = plt.cm.tab10(rank)
                     union = players[[p for p in range(len(players)) if s >> p & 1]].any(0)

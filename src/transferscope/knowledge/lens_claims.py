@@ -173,7 +173,7 @@ def early_checkpoint_claims(analyses_dir, data_dirs: dict, status: dict, unlearn
     from scipy.stats import binomtest
 
     from transferscope.data import read_manifest
-    from transferscope.data.format import load_split
+    from transferscope.knowledge.claims import majority_class_rate
 
     rows: list[dict] = []
     root = Path(analyses_dir)
@@ -197,10 +197,11 @@ def early_checkpoint_claims(analyses_dir, data_dirs: dict, status: dict, unlearn
             int(round(float(t["target_test_accuracy"].sum()) * manifest["target"]["test"]))
             for t in (early, final, scratch)
         )
-        source_labels = load_split(data_dirs[experiment], "source", "test").y.numpy()
-        source_chance = float(np.bincount(source_labels).max() / source_labels.size)
+        source_chance = majority_class_rate(data_dirs[experiment], "source")
         n_source = int(manifest["source"]["test"]) * early.height
-        k_source = int(round(float(early["source_test_accuracy"].sum()) * n_source / early.height))
+        k_source = int(
+            round(float(early["source_test_accuracy"].sum()) * manifest["source"]["test"])
+        )
         p_source = binomtest(k_source, n_source, source_chance, alternative="greater").pvalue
         reason = unlearned(status, experiment, ("finetune", "scratch"))
         if not reason and p_source < alpha:
