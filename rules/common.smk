@@ -136,6 +136,18 @@ def sensitivity_settings(wildcards):
     )
 
 
+def sensitivity_values_from(wildcards):
+    # a tau / q_thres variant re-decomposes the default extraction's cached v: no forward passes
+    if not ts_config.sensitivity_reuses_values(config, wildcards.variant):
+        return []
+    return ts_paths.interactions_summary(wildcards.experiment, wildcards.seed)
+
+
+def sensitivity_values_option(wildcards):
+    path = sensitivity_values_from(wildcards)
+    return f"--values-from {shlex.quote(path)}" if path else ""
+
+
 def sensitivity_summaries(wildcards):
     return [
         ts_paths.sensitivity_interactions_summary(wildcards.variant, exp, seed)

@@ -97,6 +97,7 @@ rule knowledge_claims:
         "results/knowledge/knockout_samples.parquet",
         "results/theory/theory.json",
         analyses=ts_analyses.analyses_targets(config),
+        evidence=ts_paths.evidence_claim_rows(config),
         runs=ts_paths.run_summaries(config),
         data=[
             ts_paths.data_dir(spec["dataset"])
@@ -124,6 +125,7 @@ rule knowledge_claims:
         "transferscope knowledge claims --runs {input.runs} --data {params.data} "
         "--bootstrap {params.bootstrap} --confidence {params.confidence} "
         "--analyses-dir results/analyses --theory-dir results/theory "
+        "--evidence-rows {input.evidence} "
         "--out-dir results/knowledge --claims {output.claims} 2> {log}"
 
 

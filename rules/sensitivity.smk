@@ -1,6 +1,7 @@
 # Verdict sensitivity (config/sensitivity.yaml): every variant re-extracts the games of the same
-# checkpoints under other interaction settings, then its knowledge tables and claims; the last
-# rule tabulates which verdicts change. Nothing here runs unless sensitivity.variants is set.
+# checkpoints under other interaction settings (a tau / q_thres variant only re-decomposes the
+# default extraction's cached v), then its knowledge tables and claims; the last rule tabulates
+# which verdicts change. Nothing here runs unless sensitivity.variants is set.
 
 
 wildcard_constraints:
@@ -11,6 +12,7 @@ rule sensitivity_interactions:
     input:
         data=dataset_of,
         runs=regime_summaries(["probe", "finetune", "scratch"]),
+        values=sensitivity_values_from,
     output:
         "sensitivity/{variant}/{experiment}/seed{seed}/summary.json",
     log:
@@ -22,9 +24,10 @@ rule sensitivity_interactions:
         gpu=lambda wildcards: gpus(),
     params:
         settings=sensitivity_settings,
+        values=sensitivity_values_option,
     shell:
         "transferscope interactions --settings {params.settings:q} --data {input.data} "
-        "--runs {input.runs} --out {output} --threads {threads} 2> {log}"
+        "--runs {input.runs} {params.values} --out {output} --threads {threads} 2> {log}"
 
 
 rule sensitivity_knowledge:

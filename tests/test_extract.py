@@ -237,3 +237,30 @@ def test_text_baselines_pick_the_token_or_zero_and_wrong_ones_are_refused(smoke_
     params = ex.interaction_params(dict(settings, interactions={"baseline": "black"}))
     with pytest.raises(ValueError, match="baseline = 'black' does not apply to text"):
         ex.prepare_game(settings, params, prepared["sentiment"])
+
+
+def test_values_from_another_extraction_equal_a_fresh_one_and_refuse_another_game(
+    config, prepared, runs, tmp_path
+):
+    """A τ / q_thres variant decomposes the cached v of the default extraction: its caches equal
+    those of an extraction that evaluated every mask again; a different game is refused."""
+    base = tmp_path / "base"
+    extract(config, prepared, runs, base)
+    variant = dict(tau=0.1, q_thres=0.02)
+    settings = interaction_settings(config, EXP, 0)
+    settings["interactions"] = dict(settings["interactions"], **variant)
+    reused = tmp_path / "reused"
+    ex.extract(settings, prepared["digits"], runs, reused, progress=False, values_from=base)
+    fresh = tmp_path / "fresh"
+    extract(config, prepared, runs, fresh, **variant)
+    names = sorted(cache_files(fresh))
+    assert names == sorted(cache_files(reused)) and len(names) == CACHES
+    for name in names:
+        a, b = pl.read_parquet(fresh / name), pl.read_parquet(reused / name)
+        assert a.equals(b), name
+        assert ex.read_cache_metadata(reused / name)["settings"]["tau"] == 0.1
+    other = dict(settings, interactions=dict(settings["interactions"], baseline="black"))
+    with pytest.raises(ValueError, match="cannot reuse the values of .*settings"):
+        ex.extract(other, prepared["digits"], runs, tmp_path / "other", progress=False,
+                   values_from=base)  # fmt: skip
+    assert not (tmp_path / "other" / "summary.json").exists()

@@ -146,3 +146,32 @@ def test_representation_claims_read_only_the_configured_experiments(tmp_path):
     assert rows and {r["experiment"] for r in rows} == {"ours"}
     everything = lens_claims.representation_claims(tmp_path, status, claims._unlearned, 0.05)
     assert {r["experiment"] for r in everything} == {"ours", "left_over"}
+
+
+def test_evidence_claim_rows_round_trip_and_get_their_verdict_with_the_rest(tmp_path):
+    """An evidence stage writes rows without verdicts; the claims table gives them verdicts
+    (supported / not distinguishable / not testable) and Holm-adjusts them with the others."""
+    from transferscope.knowledge.claims import finalise, read_claim_rows, write_claim_rows
+
+    base = dict(study="control", claim="c", experiment="e", kind="AND", metric="m", null_name="x")
+    rows = [
+        dict(base, observed=0.9, null=0.5, excess=0.4, low=0.2, high=0.6, p_value=1e-4,
+             direction=1, n=30),
+        dict(base, observed=0.52, null=0.5, excess=0.02, low=-0.1, high=0.14, p_value=0.4,
+             direction=1, n=30),
+        dict(base, reason="control did not learn"),
+    ]  # fmt: skip
+    path = tmp_path / "claim_rows.parquet"
+    write_claim_rows(rows, path)
+    assert (tmp_path / "claim_rows.csv").is_file()
+    back = read_claim_rows(path)
+    table = finalise(back, alpha=0.05)
+    assert table["verdict"].to_list() == [
+        "supported",
+        "not distinguishable from the null",
+        "not testable",
+    ]
+    # Holm over the two testable rows: the smaller p doubles
+    assert table["p_adjusted"][0] == pytest.approx(2e-4)
+    with pytest.raises(ValueError, match="unknown columns"):
+        write_claim_rows([dict(base, verdict="supported")], tmp_path / "bad.parquet")

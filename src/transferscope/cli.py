@@ -122,7 +122,14 @@ def cmd_interactions(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    extract(settings, args.data, runs, _run_dir(args.out), progress=_progress(args))
+    extract(
+        settings,
+        args.data,
+        runs,
+        _run_dir(args.out),
+        progress=_progress(args),
+        values_from=args.values_from and _run_dir(args.values_from),
+    )
 
 
 def cmd_knowledge(args) -> None:
@@ -165,6 +172,7 @@ def cmd_knowledge(args) -> None:
             **boot,
             analyses_dir=args.analyses_dir,
             theory_dir=args.theory_dir,
+            evidence_rows=args.evidence_rows,
         )
     elif args.action == "knockout":
         from transferscope.knowledge.knockout import knockout_tables
@@ -320,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     inter.add_argument("--runs", nargs="+", required=True, help="run summary.json files")
     inter.add_argument("--out", required=True, help="output directory or its summary.json")
     inter.add_argument("--threads", type=int, help="CPU threads for the masked forward passes")
+    inter.add_argument(
+        "--values-from",
+        help="another extraction (directory or summary.json) of the same checkpoints whose "
+        "settings differ only in tau / q_thres: decompose its cached v again, no forward passes",
+    )
     inter.add_argument("--quiet", action="store_true")
     inter.set_defaults(func=cmd_interactions)
 
@@ -363,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     knowledge.add_argument("--out", help="sensitivity: the verdict comparison (.parquet)")
     knowledge.add_argument("--analyses-dir", help="claims: results/analyses (representation lens)")
     knowledge.add_argument("--theory-dir", help="claims: results/theory (theory lens)")
+    knowledge.add_argument(
+        "--evidence-rows",
+        nargs="*",
+        default=[],
+        help="claims: pre-verdict claim rows of the evidence stages (claim_rows.parquet files)",
+    )
     knowledge.set_defaults(func=cmd_knowledge)
 
     dpi = schema_default("figures", "dpi")

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 REGIMES = ("pretrain", "probe", "finetune", "scratch")
+# interaction settings that act after the forward passes (decomposition bound, salience threshold)
+POST_GAME_SETTINGS = ("tau", "q_thres")
 TARGET_REGIMES = ("probe", "finetune", "scratch")  # trained on the target task
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -240,6 +242,14 @@ def sensitivity_interaction_settings(
     settings = interaction_settings(config, experiment, seed)
     settings["interactions"] = {**settings["interactions"], **variants[variant]}
     return settings
+
+
+def sensitivity_reuses_values(config: dict[str, Any], variant: str) -> bool:
+    """Whether a variant changes only settings that act after the forward passes
+    (``POST_GAME_SETTINGS``): its extraction then re-decomposes the default extraction's cached
+    v instead of evaluating every checkpoint again."""
+    overrides = config.get("sensitivity", {}).get("variants", {}).get(variant, {})
+    return set(overrides) <= set(POST_GAME_SETTINGS)
 
 
 def training_settings(config: dict[str, Any], experiment: str, regime: str) -> dict[str, Any]:

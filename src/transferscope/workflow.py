@@ -101,3 +101,22 @@ SENSITIVITY_VERDICTS = "results/sensitivity/verdicts.parquet"
 def sensitivity_targets(config: dict[str, Any]) -> list[str]:
     """The verdict comparison when config ``sensitivity.variants`` names any variant."""
     return [SENSITIVITY_VERDICTS] if config.get("sensitivity", {}).get("variants") else []
+
+
+def evidence_dir(component: str) -> str:
+    """An evidence stage's tables (controls, causal tests, graded transfer; docs/evidence.md)."""
+    return f"results/evidence/{component}"
+
+
+def evidence_claim_rows(config: dict[str, Any]) -> list[str]:
+    """The pre-verdict claim rows of every evidence stage the config enables; the claims table
+    merges them (``knowledge.claims.read_claim_rows``). One line per component."""
+    rows: list[str] = []
+    if (config.get("causal_training") or {}).get("enabled"):  # transferscope.causal.settings
+        rows.append(f"{evidence_dir('causal_training')}/claim_rows.parquet")
+    controls = config.get("controls") or {}  # transferscope.controls
+    if controls.get("permuted_weights") or controls.get("permuted_labels"):
+        rows.append(f"{evidence_dir('controls')}/claim_rows.parquet")
+    if (config.get("graded") or {}).get("enabled"):  # transferscope.knowledge.graded
+        rows.append(f"{evidence_dir('graded')}/claim_rows.parquet")
+    return rows

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from transferscope.config import schema_defaults
+from transferscope.config import POST_GAME_SETTINGS, schema_defaults
 from transferscope.workflow import rerun_command
 
 ENGINE_VERSION = "3"  # bump when masking, players, andor or salient change their results
@@ -506,11 +506,15 @@ def extract(
     runs: dict[str, str | Path],
     out_dir: str | Path,
     progress: bool = True,
+    values_from: str | Path | None = None,
 ) -> Path:
     """Interaction caches of every checkpoint of one (experiment, seed) and their summary.json.
 
     ``settings``: ``transferscope.config.interaction_settings`` (experiment, seed, dataset, model,
     interactions, device); ``runs``: regime -> run directory for probe, finetune and scratch.
+    ``values_from``: another extraction's directory of the same checkpoints and game whose
+    settings differ at most in ``POST_GAME_SETTINGS``; its cached v(x_T) are decomposed again
+    under these settings instead of being evaluated (a sensitivity variant of τ or q_thres).
     Returns the summary's path.
     """
     from tqdm.auto import tqdm
@@ -557,13 +561,18 @@ def extract(
         if cache_matches(path, expected, rows):
             reused += 1
             continue
-        model, ckpt_meta = load_model(ckpt.path, device)
-        _check_checkpoint(ckpt, ckpt_meta, manifest_sha, classes)
+        model = None
         try:
             tic = time.perf_counter()
-            values = game_values(model, game, params, device)
+            if values_from is not None:
+                values, check = cached_values(Path(values_from) / ckpt.cache, expected)
+            else:
+                model, ckpt_meta = load_model(ckpt.path, device)
+                _check_checkpoint(ckpt, ckpt_meta, manifest_sha, classes)
+                values = game_values(model, game, params, device)
             masked = time.perf_counter() - tic
-            check = precision_check(model, game, params, device, values)
+            if model is not None:
+                check = precision_check(model, game, params, device, values)
             table, decomposition = interaction_table(values, game.sample_index, params, device)
         except ValueError as err:
             raise ValueError(f"{ckpt.path}: {err}") from None
@@ -609,6 +618,42 @@ def extract(
         ),
     )
     return summary_path
+
+
+def cached_values(path: Path, expected: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+    """v(x_T) of every sample and subset from another extraction's cache of the same checkpoint
+    and game (samples × 2^n, subset T at index Σ 2^i over i ∈ T), and its precision record.
+    Stops when the cache was computed from anything else than what ``expected`` describes,
+    apart from the ``POST_GAME_SETTINGS``."""
+    import polars as pl
+
+    meta = read_cache_metadata(path)
+    differs = [key for key in REUSE_KEYS if key != "settings" and meta.get(key) != expected[key]]
+    ours, theirs = dict(expected["settings"]), dict(meta.get("settings", {}))
+    for key in POST_GAME_SETTINGS:
+        ours.pop(key, None)
+        theirs.pop(key, None)
+    if ours != theirs:
+        differs.append("settings (beyond " + ", ".join(POST_GAME_SETTINGS) + ")")
+    if differs:
+        raise ValueError(
+            f"cannot reuse the values of {path}: its {', '.join(differs)} differ from this "
+            f"extraction's; rebuild it (`{rerun_command(path)}`) or extract without values_from"
+        )
+    table = pl.read_parquet(path, columns=["sample", "subset", "v"])
+    samples = len(expected["sample_index"])
+    size = 2 ** expected["n_players"]
+    layout = (
+        table["sample"].to_list() == [s for s in expected["sample_index"] for _ in range(size)]
+        and table["subset"].to_list() == list(range(size)) * samples
+    )
+    if not layout:
+        raise ValueError(
+            f"{path}: rows are not (sample, subset) in the game's order; rebuild it "
+            f"(`{rerun_command(path)}`)"
+        )
+    values = torch.from_numpy(table["v"].to_numpy().copy()).reshape(samples, size)
+    return values, meta.get("precision", {})
 
 
 def _remove_stale(out_dir: Path, caches: dict[str, list[str]]) -> None:

@@ -565,10 +565,13 @@ def claims_table(
     confidence=0.95,
     analyses_dir=None,
     theory_dir=None,
+    evidence_rows=(),
 ):
     """results/claims.{parquet,csv} from the knowledge tables and the runs (module docstring),
-    and from the analyses and theory tables when their directories are given.
-    A claim whose inputs this run lacks is written with the reason it cannot be tested."""
+    from the analyses and theory tables when their directories are given, and from the pre-verdict
+    rows that evidence stages (controls, causal tests, graded transfer) wrote (``evidence_rows``);
+    all rows are Holm-adjusted together. A claim whose inputs this run lacks is written with the
+    reason it cannot be tested."""
     import polars as pl
 
     from transferscope.knowledge import lens_claims
@@ -598,12 +601,61 @@ def claims_table(
         )
     if theory_dir and Path(theory_dir).is_dir():
         rows += lens_claims.theory_claims(theory_dir, alpha)
+    for path in evidence_rows:
+        rows += read_claim_rows(path)
     table = finalise(rows, alpha)
     write_table(table, out)
     learned = pl.DataFrame(
         [{"experiment": e, "regime": r, **s} for (e, r), s in sorted(status.items())]
     )
     write_table(learned, Path(out).with_name("learning.parquet"))
+
+
+PRE_VERDICT = tuple(c for c in COLUMNS if c not in ("p_adjusted", "verdict"))
+
+
+def write_claim_rows(rows: list[dict], out) -> None:
+    """An evidence stage's claims before their verdict: the claims COLUMNS without
+    ``p_adjusted`` and ``verdict`` (``claims_table`` adjusts them with every other row and gives
+    the verdicts). Missing numbers are NaN, missing text empty; a row with a ``reason`` is
+    reported as not testable."""
+    import polars as pl
+
+    from transferscope.knowledge.aggregate import write_table
+
+    filled = []
+    for row in rows:
+        unknown = set(row) - set(PRE_VERDICT)
+        if unknown:
+            raise ValueError(f"claim row has unknown columns {sorted(unknown)}: {row}")
+        filled.append(
+            {
+                k: row.get(k, "" if k in _TEXT else None if k in _INTS else float("nan"))
+                for k in PRE_VERDICT
+            }
+        )
+    schema = {k: (pl.String if k in _TEXT else pl.Int64 if k in _INTS else pl.Float64)
+              for k in PRE_VERDICT}  # fmt: skip
+    write_table(pl.DataFrame(filled, schema=schema), out)
+
+
+def read_claim_rows(path) -> list[dict]:
+    """Rows written by ``write_claim_rows``, ready for ``finalise``."""
+    import polars as pl
+
+    frame = pl.read_parquet(path)
+    missing = set(PRE_VERDICT) - set(frame.columns)
+    if missing:
+        raise ValueError(
+            f"{path}: claim rows lack columns {sorted(missing)}; rebuild it with the stage "
+            "that wrote it"
+        )
+    rows = []
+    for row in frame.select(PRE_VERDICT).to_dicts():
+        if not row["reason"]:
+            row.pop("reason")  # finalise treats a present reason as 'not testable'
+        rows.append(row)
+    return rows
 
 
 def verdict_changes(claims_by_variant: dict[str, str | Path], out) -> None:
