@@ -175,3 +175,13 @@ def test_evidence_claim_rows_round_trip_and_get_their_verdict_with_the_rest(tmp_
     assert table["p_adjusted"][0] == pytest.approx(2e-4)
     with pytest.raises(ValueError, match="unknown columns"):
         write_claim_rows([dict(base, verdict="supported")], tmp_path / "bad.parquet")
+
+
+def test_accuracy_difference_interval_equals_newcombes_published_example():
+    """Newcombe (1998), Table II, example (a): 56/70 − 48/80 = 0.2, method 10 gives
+    0.0524 to 0.3339; and the interval shrinks as the test set grows."""
+    low, high = lens_claims.accuracy_difference_interval(56, 70, 48, 80, 0.95)
+    assert low == pytest.approx(0.0524, abs=5e-5) and high == pytest.approx(0.3339, abs=5e-5)
+    wide = lens_claims.accuracy_difference_interval(8, 10, 6, 10, 0.95)
+    narrow = lens_claims.accuracy_difference_interval(800, 1000, 600, 1000, 0.95)
+    assert wide[0] < narrow[0] < 0.2 < narrow[1] < wide[1]
