@@ -8,6 +8,7 @@ from transferscope import config as ts_config
 from transferscope import workflow as ts_paths
 from transferscope import tuning as ts_tuning
 from transferscope.analyses import settings as ts_analyses
+from transferscope.knowledge import graded as ts_graded
 from transferscope.theory import report as ts_theory
 
 # jobs call the `transferscope` CLI of the environment this Snakemake runs in, activated or not
@@ -120,6 +121,7 @@ def all_targets():
         "results/figures/knockout.png",
         "results/theory/theory.json",
         *ts_analyses.analyses_targets(config),
+        *ts_graded.targets(config),
     ]
 
 

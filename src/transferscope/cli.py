@@ -174,6 +174,15 @@ def cmd_knowledge(args) -> None:
             theory_dir=args.theory_dir,
             evidence_rows=args.evidence_rows,
         )
+    elif args.action == "graded":
+        from transferscope.knowledge.graded import graded_stage
+
+        if args.settings is None or not (args.evidence_dir and args.figure):
+            sys.exit("graded: give --settings JSON, --evidence-dir and --figure")
+        data = dict(pair.split("=", 1) for pair in args.data)
+        graded_stage(
+            args.settings, args.runs, data, args.out_dir, args.evidence_dir, args.figure, args.dpi
+        )
     elif args.action == "knockout":
         from transferscope.knowledge.knockout import knockout_tables
 
@@ -349,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
             "tables",
             "sensitivity",
             "knockout",
+            "graded",
         ],
     )
     knowledge.add_argument("--interactions", nargs="*", default=[], help="extraction summaries")
@@ -382,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="claims: pre-verdict claim rows of the evidence stages (claim_rows.parquet files)",
     )
+    knowledge.add_argument(
+        "--settings", type=_json_arg, help="graded: stage settings (JSON, or @file)"
+    )
+    knowledge.add_argument("--evidence-dir", help="graded: results/evidence/graded")
+    knowledge.add_argument("--figure", help="graded: the figure (PNG)")
+    knowledge.add_argument("--dpi", type=int, default=schema_default("figures", "dpi"))
     knowledge.set_defaults(func=cmd_knowledge)
 
     dpi = schema_default("figures", "dpi")

@@ -120,10 +120,13 @@ def check_references(config: dict[str, Any], source: str = "config") -> None:
     from transferscope.inputs import check_inputs
 
     known = set(dataset_names())
-    for name in config["datasets"]:
-        if name not in known:
+    for name, params in config["datasets"].items():
+        generator = (params or {}).get("generator", name)
+        if generator not in known:
+            key = f"datasets.{name}" + (".generator" if generator != name else "")
             raise ConfigError(
-                f"{source}: datasets.{name}: unknown dataset; allowed: {sorted(known)}"
+                f"{source}: {key}: unknown dataset '{generator}'; allowed: {sorted(known)} "
+                f"(a dataset of another name sets datasets.<name>.generator to one of them)"
             )
     for exp, spec in config["experiments"].items():
         for kind in ("dataset", "model"):
@@ -136,6 +139,9 @@ def check_references(config: dict[str, Any], source: str = "config") -> None:
     check_models(config, source)
     check_baseline(config, source)
     check_inputs(config, source)
+    from transferscope.knowledge.graded import check as check_graded
+
+    check_graded(config, source)
 
 
 # players of a model's inputs: timm models see image patches, Hugging Face encoders words

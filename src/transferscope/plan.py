@@ -286,7 +286,12 @@ DATASET_SIZES = {"digits": _digits, "shapes": _shapes, "sentiment": _sentiment} 
 
 
 def dataset_size(name: str, params: dict[str, Any]) -> DatasetSize:
-    return DATASET_SIZES.get(name, _guess)(params or {})
+    """The size of configured dataset ``name``, by its generator (``datasets.<name>.generator``
+    when it names one)."""
+    from transferscope.data.registry import resolve
+
+    generator, params = resolve(name, params)
+    return DATASET_SIZES.get(generator, _guess)(params)
 
 
 # --------------------------------------------------------------------------------------- models
@@ -553,6 +558,8 @@ def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
     for experiment in config["experiments"]:
         out += [_interactions_job(config, experiment, s, exact) for s in config["seeds"]]
     out += _analyses_jobs(config, exact)
+    if (config.get("graded") or {}).get("enabled"):  # transferscope.knowledge.graded
+        out.append(Job("graded_transfer", {}, start_s=60.0, write_bytes=FIGURE_BYTES))
     for name in AGGREGATES:
         figure = name.startswith("figure") or name in ("training_curves", "theory")
         out.append(Job(name, {}, start_s=60.0, write_bytes=FIGURE_BYTES if figure else 0))

@@ -48,6 +48,7 @@ ANALYSES_DEFAULTS: dict[str, Any] = {
     "block_sizes": [4, 8],  # feature reuse: block-shuffled fine-tune and scratch runs
     "pretrain_epochs": None,  # null: {1, E//2} below the final pre-training epoch E
     "reuse_accuracy": None,  # null: 0.9 × the unshuffled RI-T mean final test accuracy
+    "experiments": None,  # image experiments to analyse; null: every image experiment
 }
 NESTED = ("cka", "criticality")
 REDUCTIONS = ("auto", "flatten", "pool")
@@ -147,6 +148,15 @@ def _check_params(p: dict[str, Any], config: dict[str, Any]) -> None:
         raise _config_error("pretrain_epochs", f"must be null or a list of epochs, got {ks!r}")
     if p["reuse_accuracy"] is not None and not (0 < float(p["reuse_accuracy"]) <= 1):
         raise _config_error("reuse_accuracy", "must be null or an accuracy in (0, 1]")
+    chosen = p["experiments"]
+    if chosen is not None:
+        bad = [e for e in chosen if e not in config["experiments"]]
+        if not isinstance(chosen, list) or bad:
+            raise _config_error(
+                "experiments",
+                f"must be null or a list of configured experiments; {bad or chosen!r} are not "
+                f"(allowed: {sorted(config['experiments'])})",
+            )
     seeds = p["seeds"]
     if seeds is not None:
         if not isinstance(seeds, list) or not seeds:
@@ -207,16 +217,25 @@ def is_image_experiment(config: dict[str, Any], experiment: str) -> bool:
 
 
 def image_experiments(config: dict[str, Any]) -> list[str]:
-    return [e for e in config["experiments"] if is_image_experiment(config, e)]
+    """The image experiments the analyses cover (``analyses.experiments``; null: all)."""
+    chosen = (config.get("analyses") or {}).get("experiments")
+    return [
+        e
+        for e in config["experiments"]
+        if is_image_experiment(config, e) and (chosen is None or e in chosen)
+    ]
 
 
 def skipped_experiments(config: dict[str, Any]) -> dict[str, str]:
     """Experiments the analyses leave out, with the reason."""
+    chosen = set(image_experiments(config))
     return {
         e: "text experiment: the analyses (block shuffling, image galleries, CNN stages) are "
         "defined for the image experiments only"
-        for e in config["experiments"]
         if not is_image_experiment(config, e)
+        else "not in analyses.experiments"
+        for e in config["experiments"]
+        if e not in chosen
     }
 
 

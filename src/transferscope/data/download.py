@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from transferscope.data.params import invalid
-from transferscope.data.registry import dataset_module, dataset_params
+from transferscope.data.registry import dataset_module, dataset_params, resolve
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 MD5_RE = re.compile(r"^md5:[0-9a-f]{32}$")
@@ -184,9 +184,11 @@ def fetch_files(name: str, params: dict[str, Any], files: dict[str, str]) -> dic
 
 
 def fetch_dataset(name: str, params: dict[str, Any] | None = None) -> list[Path]:
-    """Download (or find in the cache) every file of dataset ``name``; returns their paths."""
-    module = dataset_module(name)
+    """Download (or find in the cache) every file of dataset ``name`` (its generator's, when its
+    params name one); returns their paths."""
+    generator, _ = resolve(name, params)
+    module = dataset_module(generator)
     if not hasattr(module, "FILES"):
         raise ValueError(f"dataset '{name}' is generated offline: there is nothing to download")
     full = dataset_params(name, params)
-    return list(fetch_files(name, full, module.FILES).values())
+    return list(fetch_files(generator, full, module.FILES).values())

@@ -6,15 +6,27 @@ from __future__ import annotations
 from typing import Any
 
 
-def merge(name: str, defaults: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
-    """``defaults`` updated with ``params``; an unknown key is a ValueError listing the allowed."""
+def merge(
+    name: str,
+    defaults: dict[str, Any],
+    params: dict[str, Any] | None,
+    optional: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``defaults`` updated with ``params``; an unknown key is a ValueError listing the allowed.
+    Keys of ``optional`` (a module's ``OPTIONAL_PARAMS``: {key: the value that means unset}) are
+    accepted too but kept only when set to another value, so that a dataset made before such a
+    key existed keeps its recorded params, and with them its manifest, byte for byte."""
     params = dict(params or {})
-    unknown = sorted(set(params) - set(defaults))
+    optional = optional or {}
+    unknown = sorted(set(params) - set(defaults) - set(optional))
     if unknown:
-        allowed = ", ".join(repr(key) for key in sorted(defaults))
+        allowed = ", ".join(repr(key) for key in sorted({*defaults, *optional}))
         raise ValueError(
             f"datasets.{name}: unknown param(s) {', '.join(map(repr, unknown))}; allowed: {allowed}"
         )
+    unset = [key for key, value in optional.items() if key in params and params[key] == value]
+    for key in unset:
+        del params[key]
     return {**defaults, **params}
 
 

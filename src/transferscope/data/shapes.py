@@ -16,6 +16,14 @@ manifest's ``rules`` say which knowledge can transfer (``shared``, ``source_only
 
 Parts are placed on a 3×3 layout; on a larger grid, layout row or column r goes to
 ``(r * (grid - 1) + 1) // 2``. A cell index is ``row * grid + col``.
+
+Graded variants (``shared_fraction`` f ∈ [0, 1], docs/evidence.md): both tasks use the rules of
+``_GRADED_RULES`` over k = 4 planted parts (slots) each, and the target keeps the source's part
+in the first s = round(f·k) slots; each other slot's part is the same glyph moved to a cell that
+no source part uses, so the two tasks share exactly s of their k parts (f = 1: the target's rules
+are the source's) and the interaction players of unshared parts never coincide. Unset (the
+default), the layout above is used and the dataset is byte-identical to one made before the
+parameter existed (``OPTIONAL_PARAMS``: it is recorded in the manifest only when set).
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ DEFAULT_PARAMS = {
     "target_train_per_class": 20,
     "test_per_class": 50,
 }
+OPTIONAL_PARAMS = {"shared_fraction": None}
+"""Params recorded in the manifest only when set (``transferscope.data.params.merge``)."""
 NAME = "shapes"
 GLYPHS = ["square", "cross", "circle", "triangle"]
 INTENSITY_RANGE = (0.6, 1.0)  # glyph pixels, as a fraction of 255; noise stays below `noise`
@@ -99,6 +109,22 @@ _LAYOUT = {
 }
 """task -> one rule per class: (glyph, row, col) on a 3x3 layout. A literal (read by plan.py)."""
 
+_GRADED_SLOTS = [
+    # (glyph, source cell, target cell when the slot is not shared) on the 3x3 layout
+    ("cross", (0, 0), (2, 2)),
+    ("circle", (1, 1), (0, 1)),
+    ("square", (0, 2), (2, 1)),
+    ("triangle", (2, 0), (1, 0)),
+]
+_GRADED_RULES = [
+    # (type, present slots, absent slots): one rule per class, the same in both tasks
+    ("and", [0, 1], []),
+    ("and_not", [0], [1]),
+    ("and_not", [1], [0]),
+    ("or", [2, 3], []),
+]
+"""The graded layout: k = 4 slots, four classes per task (a literal, as ``_LAYOUT``)."""
+
 
 # ---------------------------------------------------------------------------------------- rules
 
@@ -108,14 +134,48 @@ def _cell(row: int, col: int, grid: int) -> int:
     return scale(row) * grid + scale(col)
 
 
-def rules_manifest(grid: int) -> dict[str, Any]:
+def shared_slots(shared_fraction: float) -> int:
+    """s = round(f·k): how many of the k graded slots the target keeps from the source."""
+    return round(shared_fraction * len(_GRADED_SLOTS))
+
+
+def graded_layout(shared_fraction: float) -> dict[str, list[dict[str, Any]]]:
+    """The layout (as ``_LAYOUT``) whose tasks share s = round(f·k) of their k planted parts
+    (module docstring): slot i holds its source part in the source task, and in the target task
+    too when i < s, else the same glyph on its own target cell. Class names name the parts,
+    ``<glyph><cell on the 3x3 layout>``."""
+    s = shared_slots(shared_fraction)
+    layout: dict[str, list[dict[str, Any]]] = {}
+    for task in TASKS:
+        parts = [
+            (glyph, *(cell if task == "source" or i < s else moved))
+            for i, (glyph, cell, moved) in enumerate(_GRADED_SLOTS)
+        ]
+        name = [f"{g}{3 * r + c}" for g, r, c in parts]
+        joiner = {"and": "_and_", "and_not": "_without_", "or": "_or_"}
+        layout[task] = [
+            {
+                "class": joiner[kind].join(name[i] for i in present + absent),
+                "type": kind,
+                "present": [parts[i] for i in present],
+                "absent": [parts[i] for i in absent],
+            }
+            for kind, present, absent in _GRADED_RULES
+        ]
+    return layout
+
+
+def rules_manifest(grid: int, shared_fraction: float | None = None) -> dict[str, Any]:
     """The rules on a ``grid``×``grid`` board: per task a list of {class, type, present, absent,
     players} (parts as {part, cell}; players = the sorted cells the rule reads), plus the parts
-    ``shared`` by both tasks and those ``source_only`` and ``target_only``."""
+    ``shared`` by both tasks and those ``source_only`` and ``target_only``. ``shared_fraction``
+    (not None) takes the graded layout, and the rules then record it and ``k``, the number of
+    planted parts per task."""
+    layout = _LAYOUT if shared_fraction is None else graded_layout(shared_fraction)
     rules: dict[str, Any] = {}
     for task in TASKS:
         rules[task] = []
-        for spec in _LAYOUT[task]:
+        for spec in layout[task]:
             parts = {
                 key: [{"part": g, "cell": _cell(r, c, grid)} for g, r, c in spec[key]]
                 for key in ("present", "absent")
@@ -136,6 +196,9 @@ def rules_manifest(grid: int) -> dict[str, Any]:
         rules[key] = [{"part": g, "cell": c} for g, c in sorted(parts, key=lambda p: (p[1], p[0]))]
     rules["grid"] = grid
     rules["glyphs"] = list(GLYPHS)
+    if shared_fraction is not None:
+        rules["shared_fraction"] = shared_fraction
+        rules["k"] = len(_GRADED_SLOTS)
     return rules
 
 
@@ -259,6 +322,15 @@ def _check(p: dict[str, Any]) -> None:
     for key in ("train_per_class", "target_train_per_class", "test_per_class"):
         check.integer(NAME, p, key, 1)
     check.integer(NAME, p, "image_size", 8)
+    fraction = p.get("shared_fraction")
+    if fraction is not None and (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, int | float)
+        or not 0 <= fraction <= 1
+    ):
+        raise check.invalid(
+            NAME, "shared_fraction", fraction, "must be a number in [0, 1], or null (the default)"
+        )
     if p["image_size"] // p["grid"] < 7:
         raise check.invalid(
             NAME, "image_size", p["image_size"], f"too small for grid={p['grid']}: cells need 7 px"
@@ -269,7 +341,7 @@ def generate(p: dict[str, Any]) -> dict[str, dict[str, tuple[np.ndarray, ...]]]:
     """The dataset for full params ``p``: {task: {split: (x uint8 (N, C, S, S), y int64 (N,),
     placements int64 (N, grid²))}}; a placement is an index into ``GLYPHS`` or -1 (empty).
     Deterministic given ``p``."""
-    rules = rules_manifest(p["grid"])
+    rules = rules_manifest(p["grid"], p.get("shared_fraction"))
     rng = np.random.default_rng(p["seed"])
     out: dict[str, dict[str, tuple[np.ndarray, ...]]] = {}
     for task in TASKS:
@@ -294,7 +366,7 @@ def generate(p: dict[str, Any]) -> dict[str, dict[str, tuple[np.ndarray, ...]]]:
 def prepare(p: dict[str, Any], out: Path) -> Path:
     """Write the shapes dataset with full params ``p`` to ``out``; returns ``out``."""
     _check(p)
-    rules = rules_manifest(p["grid"])
+    rules = rules_manifest(p["grid"], p.get("shared_fraction"))
     generated = generate(p)
     tasks = {
         task: {split: (x, y) for split, (x, y, _) in splits.items()}
