@@ -119,6 +119,4 @@ def evidence_claim_rows(config: dict[str, Any]) -> list[str]:
         rows.append(f"{evidence_dir('controls')}/claim_rows.parquet")
     if (config.get("graded") or {}).get("enabled"):  # transferscope.knowledge.graded
         rows.append(f"{evidence_dir('graded')}/claim_rows.parquet")
-    if (config.get("graded") or {}).get("enabled"):  # transferscope.knowledge.graded
-        rows.append(f"{evidence_dir('graded')}/claim_rows.parquet")
     return rows

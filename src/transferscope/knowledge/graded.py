@@ -32,8 +32,9 @@ per kind, gain) over all (f, seed) runs, with a permutation p-value (the values 
 the runs; exact when the runs have at most ``max_exact`` orderings, else ``draws`` random
 ones; two-sided, ``nulls.two_sided``) and a bootstrap interval of ρ over the runs. The seeds of
 one f share their pre-trained model, so the table also gives ``p_levels``: the exact p-value
-of the same ρ when whole f levels are permuted (L! orderings, at least 2/L! two-sided), which
-does not treat seeds of one level as independent.
+of the same ρ when whole f levels are permuted (all L! orderings, the observed one included, so
+with the +1 rule never below 4/(L! + 1) two-sided), which does not treat seeds of one level as
+independent.
 """
 
 from __future__ import annotations
