@@ -31,6 +31,7 @@ include: "rules/knockout.smk"
 include: "rules/figures.smk"
 include: "rules/theory.smk"
 include: "rules/analyses.smk"
+include: "rules/causal.smk"
 include: "rules/graded.smk"
 include: "rules/sensitivity.smk"
 

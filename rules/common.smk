@@ -8,6 +8,7 @@ from transferscope import config as ts_config
 from transferscope import workflow as ts_paths
 from transferscope import tuning as ts_tuning
 from transferscope.analyses import settings as ts_analyses
+from transferscope.causal import settings as ts_causal
 from transferscope.knowledge import graded as ts_graded
 from transferscope.theory import report as ts_theory
 
@@ -121,6 +122,7 @@ def all_targets():
         "results/figures/knockout.png",
         "results/theory/theory.json",
         *ts_analyses.analyses_targets(config),
+        *ts_causal.targets(config),
         *ts_graded.targets(config),
     ]
 

@@ -77,7 +77,22 @@ def cmd_train(args) -> None:
         from transferscope.tuning import tuned_settings
 
         settings = tuned_settings(settings, read_json(args.tuned))
-    train_run(settings, args.data, _run_dir(args.out), init, args.threads, _progress(args))
+    reference = args.reference
+    if reference and reference.endswith(".json"):
+        reference = final_checkpoint(reference)
+    train_run(
+        settings, args.data, _run_dir(args.out), init, args.threads, _progress(args), reference
+    )
+
+
+def cmd_causal(args) -> None:
+    from transferscope.causal.dose import dose_response
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    dose_response(args.settings, args.runs, args.out_dir, args.figure)
 
 
 def cmd_tune(args) -> None:
@@ -315,7 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--tuned", help="a `tune` choice (JSON) whose lr and weight_decay to use")
+    train.add_argument(
+        "--reference",
+        help="causal runs: P's probe run (summary.json or checkpoint) that gives Ω_pre",
+    )
     train.set_defaults(func=cmd_train)
+
+    causal = stages.add_parser(
+        "causal", help="the causal test in training: dose-response table, figure, claim rows"
+    )
+    causal.add_argument("--settings", type=_json_arg, required=True, help="stage settings (JSON)")
+    causal.add_argument("--runs", nargs="*", default=[], help="run summary.json files")
+    causal.add_argument("--out-dir", required=True, help="results/evidence/causal_training")
+    causal.add_argument("--figure", required=True, help="the dose-response figure (PNG)")
+    causal.add_argument("--threads", type=int)
+    causal.set_defaults(func=cmd_causal)
 
     tune = stages.add_parser(
         "tune", help="lr × weight-decay search of one (experiment, regime) on a validation split"

@@ -137,7 +137,10 @@ ANALYSES = (
     "intermediate_checkpoints",
     "analyses_compare",
 )
-RULE_ORDER = ("prepare_data", "tune", *REGIMES, "interactions", *ANALYSES, *AGGREGATES, "all")
+CAUSAL = ("finetune_causal", "causal_training")  # config causal_training (docs/evidence.md)
+RULE_ORDER = (
+    "prepare_data", "tune", *REGIMES, "interactions", *ANALYSES, *CAUSAL, *AGGREGATES, "all"
+)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------- datasets
@@ -534,6 +537,37 @@ def _analyses_jobs(config: dict[str, Any], exact: bool) -> list[Job]:
     return out
 
 
+def _causal_jobs(config: dict[str, Any], exact: bool) -> list[Job]:
+    """The causal test in training (config causal_training): a fine-tune per experiment, arm,
+    strength and seed whose every step also evaluates masks_per_step sets of up to max_order
+    players (at most 2^max_order masked inputs each), and the dose-response job."""
+    from transferscope.causal import settings as causal
+
+    if not causal.enabled(config):
+        return []
+    p = causal.params(config)
+    out: list[Job] = []
+    for exp in causal.experiments(config):
+        for seed in causal.seeds(config):
+            run = _train_job(config, exp, "finetune", seed, exact, "finetune_causal")
+            settings = training_settings(config, exp, "finetune")
+            _, size, _, forward = _model(config, exp, "target", exact)
+            steps = int(settings["epochs"]) * math.ceil(size.train["target"] / settings["batch_size"])
+            extra = 3 * forward * steps * p["masks_per_step"] * 2 ** p["max_order"]
+            run = Job(
+                run.rule,
+                run.wildcards,
+                gpu_capable=True,
+                flops=run.flops + extra,
+                batches=run.batches + steps,
+                write_bytes=run.write_bytes,
+                mem_bytes=run.mem_bytes,
+            )
+            out += [run] * (len(p["arms"]) * len(p["strengths"]))
+    out.append(Job("causal_training", {}, start_s=60.0, write_bytes=FIGURE_BYTES))
+    return out
+
+
 def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
     """Every job the workflow runs for ``config`` (a validated config), with its cost."""
     out: list[Job] = []
@@ -558,6 +592,7 @@ def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
     for experiment in config["experiments"]:
         out += [_interactions_job(config, experiment, s, exact) for s in config["seeds"]]
     out += _analyses_jobs(config, exact)
+    out += _causal_jobs(config, exact)
     if (config.get("graded") or {}).get("enabled"):  # transferscope.knowledge.graded
         out.append(Job("graded_transfer", {}, start_s=60.0, write_bytes=FIGURE_BYTES))
     for name in AGGREGATES:

@@ -304,16 +304,41 @@ def train_run(
     init_checkpoint: str | Path | None = None,
     threads: int | None = None,
     progress: bool = True,
+    reference_checkpoint: str | Path | None = None,
+    penalty=None,
 ) -> Path:
-    """Train one (experiment, regime, seed) run into ``run_dir``; returns ``run_dir``."""
+    """Train one (experiment, regime, seed) run into ``run_dir``; returns ``run_dir``.
+
+    Settings with a ``causal`` block add the penalty of ``interactions.penalty`` to every step's
+    loss; ``reference_checkpoint`` is then P's final probe checkpoint (Ω_pre and its terms).
+    ``penalty`` (an ``interactions.penalty.Penalty`` built by hand, e.g. on planted sets) is
+    used instead; its ``describe()`` is recorded with the settings."""
     run_dir = Path(run_dir)
     fix = f"Wait for it, or end it (kill PID), then rerun; a rerun resumes from {run_dir}."
     with writer_lock(run_dir, fix):
         remove_temporaries(run_dir)  # left by a killed writer; nobody else writes here now
-        return _train_locked(settings, data_dir, run_dir, init_checkpoint, threads, progress)
+        return _train_locked(
+            settings,
+            data_dir,
+            run_dir,
+            init_checkpoint,
+            threads,
+            progress,
+            reference_checkpoint,
+            penalty,
+        )
 
 
-def _train_locked(settings, data_dir, run_dir: Path, init_checkpoint, threads, progress) -> Path:
+def _train_locked(
+    settings,
+    data_dir,
+    run_dir: Path,
+    init_checkpoint,
+    threads,
+    progress,
+    reference=None,
+    penalty=None,
+) -> Path:
     import polars as pl
     from tqdm.auto import tqdm
 
@@ -334,10 +359,19 @@ def _train_locked(settings, data_dir, run_dir: Path, init_checkpoint, threads, p
         "init_checkpoint_sha256": sha256_file(init_checkpoint) if init_checkpoint else None,
         "classes": data.classes,
     }
+    if reference:  # recorded only when given, so the hashes of the other runs stay as they were
+        record["reference_checkpoint_sha256"] = sha256_file(reference)
+    if penalty is not None:
+        record["penalty"] = penalty.describe()
     settings_hash = runtime_hash(record)
     # the model is built before anything in the run directory changes: a setting that cannot
     # build (an unknown model name) fails here and leaves the finished work as it was
     model = initial_model(settings, data, init_checkpoint).to(device)
+    if penalty is None and settings.get("causal"):  # the causal test (interactions.penalty)
+        from transferscope.interactions.penalty import penalty_for_run
+
+        penalty = penalty_for_run(settings, data, data_dir, reference, device)
+        log.info("causal penalty: %s", penalty.describe())
     start, hashes = resume_point(run_dir, settings_hash)
     (run_dir / "summary.json").unlink(missing_ok=True)  # the marker returns only when complete
     if start < 0:
@@ -381,7 +415,7 @@ def _train_locked(settings, data_dir, run_dir: Path, init_checkpoint, threads, p
     for epoch in bar:
         tic = time.perf_counter()
         train_loss = _train_epoch(
-            trained, optimizer, trained_data, training, settings, epoch, device
+            trained, optimizer, trained_data, training, settings, epoch, device, penalty
         )
         seconds = time.perf_counter() - tic
         row = _epoch_row(trained, trained_data, device, epoch, train_loss)
@@ -449,7 +483,9 @@ def runtime_hash(record: dict) -> str:
     return sha256_bytes(json.dumps(record, sort_keys=True).encode())
 
 
-def _train_epoch(model, optimizer, data, training, settings, epoch, device) -> float:
+def _train_epoch(model, optimizer, data, training, settings, epoch, device, penalty=None) -> float:
+    """One epoch; returns the mean cross-entropy. ``penalty(model, generator)``, when given, is
+    added to each step's loss (not to the returned mean)."""
     seed = runtime.derived_seed(settings["seed"], settings["regime"], "epoch", epoch)
     runtime.seed_everything(seed)  # dropout and any other global randomness of this epoch
     generator = torch.Generator().manual_seed(seed)
@@ -457,6 +493,7 @@ def _train_epoch(model, optimizer, data, training, settings, epoch, device) -> f
     if settings["regime"] != "probe" and "x" in data.train_inputs:
         augment = augmentation(training.get("augment", "none"))
     augment_generator = torch.Generator().manual_seed(runtime.derived_seed(seed, "augment"))
+    penalty_generator = torch.Generator().manual_seed(runtime.derived_seed(seed, "penalty"))
     for group in optimizer.param_groups:
         group["lr"] = epoch_lr(training, epoch)
     model.train()
@@ -469,10 +506,11 @@ def _train_epoch(model, optimizer, data, training, settings, epoch, device) -> f
             batch["x"] = augment(batch["x"], augment_generator)
         labels = labels.to(device)
         loss = nn.functional.cross_entropy(model(**batch), labels)
-        if not torch.isfinite(loss):
-            _diverged(settings, training, epoch, loss.item())
+        objective = loss if penalty is None else loss + penalty(model, penalty_generator)
+        if not torch.isfinite(objective):
+            _diverged(settings, training, epoch, objective.item())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         optimizer.step()
         total += loss.item() * len(labels)
         count += len(labels)

@@ -224,14 +224,23 @@ def image_game(
     uncovered = masks.sum(1) == 0  # (N, H·W): pixels of no player stay present
 
     def forward(sample, present):
-        keep = torch.empty(len(sample), height * width, dtype=torch.bool, device=device)
-        for s in sample.unique().tolist():  # rows are sample-major: few samples per batch
-            rows = sample == s
-            keep[rows] = (present[rows].float() @ masks[s] > 0) | uncovered[s]
-        keep = keep.view(-1, 1, height, width)
-        return model(torch.where(keep, x[sample], base))
+        return model(masked_images(x, base, masks, uncovered, sample, present))
 
     return evaluate_game(model, forward, y, n, batch_size, device, precision, progress)
+
+
+def masked_images(x, base, masks, uncovered, sample, present) -> torch.Tensor:
+    """The masked copies x_T: row b is image ``sample[b]`` of ``x`` (N, C, H, W) with only the
+    players ``present[b]`` (B, n) kept and every other covered pixel set to ``base``. ``masks``
+    (N, n, H·W) float are the players' pixels per image and ``uncovered`` (N, H·W) the pixels of
+    no player (kept). Differentiable in the model that consumes it (``interactions.penalty``)."""
+    height, width = x.shape[-2:]
+    keep = torch.empty(len(sample), height * width, dtype=torch.bool, device=x.device)
+    for s in sample.unique().tolist():  # rows are sample-major: few samples per batch
+        rows = sample == s
+        keep[rows] = (present[rows].float() @ masks[s] > 0) | uncovered[s]
+    keep = keep.view(-1, 1, height, width)
+    return torch.where(keep, x[sample], base)
 
 
 def text_game(
