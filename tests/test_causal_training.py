@@ -116,6 +116,13 @@ def test_random_arm_matches_the_orders_of_its_sets():
         assert a == b
     assert (sup.targets == 0).all() and (rnd.targets == 0).all()
     assert sup.scale > 0 and sup.describe()["pairs"] == len(sup.rows)
+    # Ω_pre kept to the k strongest salient sets: they are the rows' largest |I_P(S)|
+    top = build_penalty("protect", 1.0, 8, images, reference, 3, 0.05, seed=0, top_k=3)
+    terms = reference_terms(reference, images, low_order_subsets(9, 3))
+    for row in range(6):
+        kept = top.targets[top.rows == row].abs()
+        assert len(kept) == 3
+        assert torch.allclose(kept.sort().values, terms[row].abs().sort().values[-3:])
 
 
 # ---------------------------------------------------------------------- planted ground truth

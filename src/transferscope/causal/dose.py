@@ -5,9 +5,10 @@ final checkpoint:
 
 * accuracy: per target test item correct or not (argmax of the logits, eval mode);
 * preserved share, a direct measure on the extraction's fixed test samples
-  (``extract.prepare_game``): Ω_pre(x) = P's salient low-order AND sets (P through the probe of
-  the same seed; 1 ≤ |S| ≤ max_order, |I(S)| > τ·max over those sets, every player outside S
-  absent; ``interactions.penalty``), Ω_ft(x) the same of the fine-tuned model, and
+  (``extract.prepare_game``): Ω_pre(x) = P's salient low-order AND sets, the ``sets_per_image``
+  strongest, as the penalty picks them (P through the probe of the same seed; 1 ≤ |S| ≤
+  max_order, |I(S)| > τ·max over those sets, every player outside S absent;
+  ``interactions.penalty``), Ω_ft(x) the same of the fine-tuned model, and
 
       preserved(x) = |{S ∈ Ω_pre(x) ∩ Ω_ft(x): sign I_ft(S) = sign I_P(S)}| / |Ω_pre(x)|
 
@@ -104,13 +105,15 @@ def measure_runs(settings: dict, runs: list[str]) -> list[dict]:
         ).to(device)
         subsets = low_order_subsets(images.n, int(settings["max_order"]))
         task = load_task(spec["data"], "target", spec["model"])
-        tau = float(params["tau"])
+        tau, top_k = float(params["tau"]), settings.get("sets_per_image")
 
-        def terms_of(summary_path: Path, images=images, subsets=subsets, task=task, tau=tau):
+        def terms_of(
+            summary_path: Path, images=images, subsets=subsets, task=task, tau=tau, top_k=top_k
+        ):
             model, _ = load_model(final_checkpoint(summary_path), device)
             terms = reference_terms(model, images, subsets)
             correct = _correct(model, task.test_inputs["x"], task.test_y, device)
-            return terms, salient_low_order(terms, tau), correct
+            return terms, salient_low_order(terms, tau, top_k), correct
 
         for seed in sorted({s for _, s in found}):
             if ("probe", seed) not in found:

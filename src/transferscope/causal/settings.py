@@ -138,6 +138,7 @@ def causal_run_settings(
         "masks_per_step": p["masks_per_step"],
         "samples": p["samples"],
         "max_order": p["max_order"],
+        "sets_per_image": p["sets_per_image"],
     }
     settings["interactions"] = {
         k: config["interactions"][k]
@@ -220,6 +221,7 @@ def stage_settings(config: dict[str, Any]) -> dict[str, Any]:
         "strengths": [float(s) for s in p["strengths"]],
         "seeds": seeds(config),
         "max_order": p["max_order"],
+        "sets_per_image": p["sets_per_image"],
         "bootstrap": config["knowledge"]["bootstrap"],
         "confidence": config["knowledge"]["confidence"],
         "dpi": config.get("figures", {}).get("dpi", 120),

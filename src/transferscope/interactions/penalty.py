@@ -13,8 +13,10 @@ of each sampled (image, S) pair once (shared subsets of one image are evaluated 
 
 Ω_pre(x): the salient low-order sets of the pre-trained model P (seen through its linear probe,
 as the extraction measures P): S with 1 ≤ |S| ≤ ``max_order`` and
-|I_P(S)| > τ · max_{1≤|S'|≤max_order} |I_P(S')| (``salient.salient_mask``), found once before
-training on ``samples`` training images. The random arm takes, per image, as many sets of each
+|I_P(S)| > τ · max_{1≤|S'|≤max_order} |I_P(S')| (``salient.salient_mask``), kept to the
+``sets_per_image`` strongest (at low orders the τ rule alone marks nearly every set, and random
+sets would then be the inherited ones), found once before training on ``samples`` training
+images. The random arm takes, per image, as many sets of each
 order as Ω_pre(x) holds, drawn uniformly among all sets of that order (the random-overlap
 convention of docs/references.md §4: it may hit Ω_pre by chance). Penalty of one step on a
 uniform draw B of ``masks_per_step`` (image, S) pairs from the arm's pool:
@@ -175,11 +177,17 @@ def game_scale(model: nn.Module, images: ImagePlayers) -> float:
     return max(float((diff**2).mean()), 1e-12)
 
 
-def salient_low_order(terms: torch.Tensor, tau: float) -> torch.Tensor:
-    """Salient mask (N, K) of low-order terms: |I(S)| > τ · max over the row's K sets."""
+def salient_low_order(terms: torch.Tensor, tau: float, top_k: int | None = None) -> torch.Tensor:
+    """Salient mask (N, K) of low-order terms: |I(S)| > τ · max over the row's K sets, and,
+    with ``top_k``, among the row's ``top_k`` largest |I(S)| (ties: the smaller subset index)."""
     from transferscope.interactions.salient import salient_mask
 
-    return salient_mask(terms, tau)
+    mask = salient_mask(terms, tau)
+    if top_k is not None and top_k < terms.shape[1]:
+        order = torch.sort(terms.abs(), dim=1, descending=True, stable=True).indices[:, :top_k]
+        strongest = torch.zeros_like(mask).scatter_(1, order, True)
+        mask &= strongest
+    return mask
 
 
 def random_like(
@@ -241,11 +249,12 @@ def build_penalty(
     tau: float,
     seed: int,
     sets: list[list[int]] | None = None,
+    top_k: int | None = None,
 ) -> Penalty:
     """The penalty of one arm on ``images`` (module docstring).
 
-    ``reference`` is P (through its probe); it gives Ω_pre, the protect targets I_P(S) and the
-    scale s². ``sets`` (per image, subset indices) replaces Ω_pre for the suppress arm and, with
+    ``reference`` is P (through its probe); it gives Ω_pre (its salient low-order sets, the
+    ``top_k`` strongest per image when given), the protect targets I_P(S) and the scale s². ``sets`` (per image, subset indices) replaces Ω_pre for the suppress arm and, with
     its per-order counts, the random arm's draw (a planted ground truth); without a reference
     s² = 1 (``reference`` must be given for protect).
     """
@@ -257,7 +266,7 @@ def build_penalty(
         if reference is None:
             raise ValueError(f"arm '{arm}' needs the pre-trained model P (its probe run)")
         terms = reference_terms(reference, images, candidates)
-        chosen = salient_low_order(terms, tau)
+        chosen = salient_low_order(terms, tau, top_k)
     else:
         column = {int(s): k for k, s in enumerate(candidates.tolist())}
         chosen = torch.zeros(len(images.x), len(candidates), dtype=torch.bool)
@@ -333,6 +342,7 @@ def penalty_for_run(settings: dict, data, data_dir, reference_checkpoint, device
         int(causal["max_order"]),
         float(params["tau"]),
         derived_seed(settings["seed"], "causal", causal["arm"]),
+        top_k=causal.get("sets_per_image"),
     )
 
 
