@@ -46,12 +46,13 @@ rule causal_training:
         ],
         runs=ts_causal.all_run_summaries(config),
     output:
-        report(
+        figure=report(
             ts_causal.FIGURE,
             caption="../report/dose_response.rst",
             category="Evidence",
         ),
-        ts_causal.outputs(),
+        table=f"{ts_causal.out_dir()}/dose_response.parquet",
+        tables=ts_causal.outputs(),
     log:
         "logs/evidence/causal_training.log",
     threads: 1
@@ -60,7 +61,7 @@ rule causal_training:
         mem_mb=mem_mb_for("causal_training"),
     params:
         settings=ts_causal.stage_settings_json(config),
-        out_dir=ts_causal.out_dir(),
     shell:
         "transferscope causal --settings {params.settings:q} --runs {input.runs} "
-        "--out-dir {params.out_dir} --figure {output[0]} --threads {threads} 2> {log}"
+        "--out-dir $(dirname {output.table}) --figure {output.figure} --threads {threads} "
+        "2> {log}"

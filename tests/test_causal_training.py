@@ -138,7 +138,7 @@ def test_suppressing_the_planted_rule_costs_its_classes_more_than_random_sets(
     order-2 sets to zero. The test can fail: if the model could express the rules without
     their pair interactions (context cells, other orders), both arms would cost alike."""
     from transferscope.config import run_settings, validate_config
-    from transferscope.data import prepare_dataset, read_manifest
+    from transferscope.data import normalize_images, prepare_dataset, read_manifest
     from transferscope.interactions.penalty import planted_and_sets
     from transferscope.models import load_model
     from transferscope.training import load_task, train_run
@@ -158,11 +158,11 @@ def test_suppressing_the_planted_rule_costs_its_classes_more_than_random_sets(
     settings = run_settings(config, "shapes_resnet", "scratch", 0)
     task = load_task(data, "target", settings["model"])
     pool = torch.randperm(len(task.train_y), generator=torch.Generator().manual_seed(0))[:64]
+    # absent cells black (the extraction's alternative baseline): a masked cell then looks like
+    # an empty cell, so I(S*) is measured on images the task has (parts A and B alone)
+    black = normalize_images(torch.zeros(1, 1, 1, 1, dtype=torch.uint8), read_manifest(data))[0]
     images = ImagePlayers.from_grid(
-        task.train_inputs["x"][pool],
-        task.train_y[pool],
-        grid_player_masks(32, 32, 3),
-        0.0,  # the dataset mean after normalisation: the extraction's baseline
+        task.train_inputs["x"][pool], task.train_y[pool], grid_player_masks(32, 32, 3), black
     )
     sets = planted_and_sets(rules, len(pool))
     assert all(len(s) == 2 and all(bin(v).count("1") == 2 for v in s) for s in sets)

@@ -186,9 +186,10 @@ def out_dir() -> str:
 
 
 def outputs() -> list[str]:
-    return [f"{out_dir()}/{t}.{ext}" for t in TABLES for ext in ("parquet", "csv")] + [
-        f"{out_dir()}/claim_rows.parquet"
-    ]
+    """The stage's tables other than dose_response.parquet (the rule names that one)."""
+    tables = [f"{out_dir()}/{t}.{ext}" for t in TABLES for ext in ("parquet", "csv")]
+    tables.remove(f"{out_dir()}/dose_response.parquet")
+    return tables + [f"{out_dir()}/claim_rows.{ext}" for ext in ("parquet", "csv")]
 
 
 def targets(config: dict[str, Any]) -> list[str]:
