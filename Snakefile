@@ -33,6 +33,7 @@ include: "rules/theory.smk"
 include: "rules/analyses.smk"
 include: "rules/causal.smk"
 include: "rules/graded.smk"
+include: "rules/controls.smk"
 include: "rules/sensitivity.smk"
 
 

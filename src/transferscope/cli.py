@@ -223,6 +223,38 @@ def cmd_knowledge(args) -> None:
         )
 
 
+def cmd_controls(args) -> None:
+    if args.action == "permute-weights":
+        from transferscope.controls.weights import permute_weights_run
+
+        if len(args.data) != 1 or not args.init or not args.out or args.settings is None:
+            sys.exit("permute-weights needs --settings, one --data directory, --init and --out")
+        permute_weights_run(
+            args.settings, args.data[0], args.init, _run_dir(args.out), args.threads
+        )
+        return
+    from transferscope.controls.evidence import evidence
+
+    def by_control(pairs):
+        out: dict[str, list[str]] = {}
+        for pair in pairs:
+            control, _, path = pair.partition("=")
+            out.setdefault(control, []).append(path)
+        return out
+
+    evidence(
+        by_control(args.interactions),
+        args.runs,
+        by_control(args.control_runs),
+        args.overlap_samples,
+        dict(pair.split("=", 1) for pair in args.data),
+        Path(args.out).parent,
+        args.sign_agreement,
+        args.bootstrap,
+        args.confidence,
+    )
+
+
 def cmd_figures_knowledge(args) -> None:
     from transferscope.knowledge import figures
 
@@ -428,6 +460,36 @@ def build_parser() -> argparse.ArgumentParser:
     knowledge.add_argument("--figure", help="graded: the figure (PNG)")
     knowledge.add_argument("--dpi", type=int, default=schema_default("figures", "dpi"))
     knowledge.set_defaults(func=cmd_knowledge)
+
+    controls = stages.add_parser(
+        "controls", help="controls for pre-training: permuted-weights P, their evidence tables"
+    )
+    controls.add_argument("action", choices=["permute-weights", "evidence"])
+    controls.add_argument("--settings", type=_json_arg, help="permute-weights: settings (JSON)")
+    controls.add_argument("--data", nargs="*", default=[],
+                          help="permute-weights: the dataset; evidence: experiment=data_dir pairs")  # fmt: skip
+    controls.add_argument("--init", help="permute-weights: P's pre-training summary.json")
+    controls.add_argument("--threads", type=int)
+    controls.add_argument("--interactions", nargs="*", default=[],
+                          help="evidence: control=extraction summary.json pairs")  # fmt: skip
+    controls.add_argument("--runs", nargs="*", default=[], help="evidence: the real P's runs")
+    controls.add_argument("--control-runs", nargs="*", default=[],
+                          help="evidence: control=run summary.json pairs")  # fmt: skip
+    controls.add_argument("--overlap-samples", help="evidence: the main overlap_samples table")
+    controls.add_argument(
+        "--sign-agreement", type=_bool, default=schema_default("knowledge", "sign_agreement")
+    )
+    controls.add_argument("--bootstrap", type=int, default=schema_default("knowledge", "bootstrap"))
+    controls.add_argument(
+        "--confidence", type=float, default=schema_default("knowledge", "confidence")
+    )
+    controls.add_argument(
+        "--out",
+        required=True,
+        help="permute-weights: the run directory or its summary.json; evidence: the claim rows "
+        "(results/evidence/controls/claim_rows.parquet; the other tables beside it)",
+    )
+    controls.set_defaults(func=cmd_controls)
 
     dpi = schema_default("figures", "dpi")
     figures = stages.add_parser("figures", help="draw figures").add_subparsers(

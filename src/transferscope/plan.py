@@ -74,6 +74,7 @@ from transferscope.config import (
     pretrained_seeds,
     training_settings,
 )
+from transferscope.controls import plan_jobs as controls_jobs
 
 # ------------------------------------------------------------------------------ cost constants
 
@@ -592,6 +593,7 @@ def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
     for experiment in config["experiments"]:
         out += [_interactions_job(config, experiment, s, exact) for s in config["seeds"]]
     out += _analyses_jobs(config, exact)
+    out += controls_jobs(config, exact)  # transferscope.controls
     out += _causal_jobs(config, exact)
     if (config.get("graded") or {}).get("enabled"):  # transferscope.knowledge.graded
         out.append(Job("graded_transfer", {}, start_s=60.0, write_bytes=FIGURE_BYTES))

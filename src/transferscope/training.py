@@ -348,6 +348,10 @@ def _train_locked(
     device = runtime.resolve_device(settings["device"])
     regime, training = settings["regime"], settings["training"]
     data = load_task(data_dir, task_of(regime), settings["model"], settings.get("block_shuffle"))
+    if settings.get("permuted_labels") is not None:  # the control of P (transferscope.controls)
+        from transferscope.controls.labels import permute_task_labels
+
+        data = permute_task_labels(data, settings)
     if settings.get("validation"):  # a search run: held-out training rows stand in for the test set
         from transferscope.tuning import holdout_task
 

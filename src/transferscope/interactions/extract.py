@@ -426,24 +426,28 @@ class Checkpoint:
         return f"{self.regime}/epoch_{self.epoch:03d}.parquet"
 
 
-def checkpoints_of(runs: dict[str, Path], experiment: str, seed: int) -> list[Checkpoint]:
+def checkpoints_of(
+    runs: dict[str, Path], experiment: str, seed: int, regimes=REGIMES, final_only=False
+) -> list[Checkpoint]:
     """Probe: its final epoch; fine-tune and scratch: every epoch from 0 (from each run's
-    summary.json). Each checkpoint is identified by the SHA-256 of its bytes on disk, which must
-    equal the one its run recorded: a truncated or replaced file is an error, never a reason
-    to reuse the caches of the file it replaced."""
+    summary.json), or their final epochs only with ``final_only`` (``regimes``: the runs taken,
+    e.g. a control's probe and fine-tune, ``transferscope.controls``). Each checkpoint is
+    identified by the SHA-256 of its bytes on disk, which must equal the one its run recorded: a
+    truncated or replaced file is an error, never a reason to reuse the caches of the file it
+    replaced."""
     from transferscope.io import read_json, sha256_file
     from transferscope.training import checkpoint_path
 
-    unknown = sorted(set(runs) - set(REGIMES))
-    missing = [r for r in REGIMES if r not in runs]
+    unknown = sorted(set(runs) - set(regimes))
+    missing = [r for r in regimes if r not in runs]
     if unknown or missing:
         problems = [f"missing {missing}"] * bool(missing) + [f"not used: {unknown}"] * bool(unknown)
         raise ValueError(
-            f"interactions take the runs of exactly {list(REGIMES)} (the pre-trained model is "
+            f"interactions take the runs of exactly {list(regimes)} (the pre-trained model is "
             f"measured through its probe); {', '.join(problems)}"
         )
     out = []
-    for regime in REGIMES:
+    for regime in regimes:
         summary_path = Path(runs[regime]) / "summary.json"
         summary = read_json(summary_path)
         if (summary.get("experiment"), summary.get("seed")) != (experiment, seed):
@@ -452,7 +456,7 @@ def checkpoints_of(runs: dict[str, Path], experiment: str, seed: int) -> list[Ch
                 f"{summary.get('seed')}, not of {experiment}/seed{seed}; pass this job's runs"
             )
         last = int(summary["epochs"])
-        for epoch in [last] if regime == "probe" else range(last + 1):
+        for epoch in [last] if regime == "probe" or final_only else range(last + 1):
             path = checkpoint_path(runs[regime], epoch)
             fix = f"retrain it (it resumes from its intact epochs): {rerun_command(path)}"
             if not path.is_file():
@@ -531,7 +535,11 @@ def extract(
     summary_path.unlink(missing_ok=True)  # the completion marker returns only when complete
     params = interaction_params(settings)
     device = runtime.resolve_device(settings.get("device", "auto"))
-    checkpoints = checkpoints_of({k: Path(v) for k, v in runs.items()}, experiment, seed)
+    regimes = tuple(settings.get("regimes", REGIMES))  # a control's: probe and finetune
+    final_only = settings.get("epochs") == "final"
+    checkpoints = checkpoints_of(
+        {k: Path(v) for k, v in runs.items()}, experiment, seed, regimes, final_only
+    )
     manifest_sha = manifest_hash(data_dir)
     classes = load_split(data_dir, "target", "test").classes
     game = prepare_game(settings, params, data_dir)
@@ -605,7 +613,7 @@ def extract(
         )
         write_cache(path, table, meta)
         del model
-    caches = {r: [c.cache for c in checkpoints if c.regime == r] for r in REGIMES}
+    caches = {r: [c.cache for c in checkpoints if c.regime == r] for r in regimes}
     _remove_stale(out_dir, caches)
     write_json(
         summary_path,
@@ -614,6 +622,7 @@ def extract(
             caches=caches,
             checkpoints={c.cache: c.sha256 for c in checkpoints},
             computed=len(checkpoints) - reused,
+            final_only=final_only,
             reused=reused,
         ),
     )

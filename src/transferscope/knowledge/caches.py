@@ -76,8 +76,10 @@ def seed_caches(summary: str | Path) -> SeedCaches:
     info = read_json(summary)
     for regime, names in info["caches"].items():
         expected = [f"{regime}/epoch_{int(Path(n).stem[6:]):03d}.parquet" for n in names]
-        if regime != "probe" and expected != [
-            f"{regime}/epoch_{e:03d}.parquet" for e in range(len(names))
-        ]:
+        if (
+            regime != "probe"
+            and not info.get("final_only")
+            and expected != [f"{regime}/epoch_{e:03d}.parquet" for e in range(len(names))]
+        ):
             raise ValueError(f"{summary}: epochs of '{regime}' are not consecutive from 0: {names}")
     return SeedCaches(info["experiment"], info["seed"], summary.parent, info["caches"])
