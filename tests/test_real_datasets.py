@@ -67,7 +67,10 @@ def params_for(name: str, served, cache: Path, folder: str = "", **extra) -> dic
 
 
 def cache_files(cache: Path) -> list[Path]:
-    return sorted(p for p in cache.rglob("*") if p.is_file()) if cache.exists() else []
+    """The cached files, without the per-file fetch locks (empty once released)."""
+    if not cache.exists():
+        return []
+    return sorted(p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +158,39 @@ def test_per_class_subsets(served, tmp_path):
         y = load_split(tmp_path / "c", "target", split).y
         assert torch.bincount(y).tolist() == [per_class] * 4
         assert y.tolist() != sorted(y.tolist())  # stored shuffled, not sorted by class
+
+
+def test_two_datasets_of_one_download_prepared_at_once_fetch_it_once(served, tmp_path):
+    """cifar10 and its bicubic copy (datasets.<name>.generator) prepared side by side, as two
+    Snakemake jobs are: the archive is downloaded once, the second job waits for it."""
+    import threading
+
+    server = served[0]
+    cache = tmp_path / "cache"
+    before = len(server.requests)
+    errors = []
+
+    def prepare(name, params):
+        try:
+            prepare_dataset(name, params, tmp_path / name)
+        except Exception as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    base = params_for("cifar10", served, cache)
+    jobs = [
+        threading.Thread(target=prepare, args=("cifar10", base)),
+        threading.Thread(
+            target=prepare,
+            args=("cifar10_bicubic", {**base, "generator": "cifar10", "interpolation": "bicubic"}),
+        ),
+    ]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    assert not errors, errors
+    assert len(server.requests) - before == 1
+    assert (tmp_path / "cifar10_bicubic/manifest.json").is_file()
 
 
 def test_fetch_dataset_downloads_once(served, tmp_path):
@@ -488,10 +524,13 @@ def test_paper_configs_hold_the_study_grid():
     from transferscope.config import load_config, training_settings
 
     paper = load_config(ROOT / "config/paper.yaml")
-    assert set(paper["datasets"]) == VISION | {"sst2"} and len(paper["seeds"]) == 3
+    # each vision dataset once per resize interpolation (the ViTs' copies are bicubic)
+    generator = {d: (p or {}).get("generator", d) for d, p in paper["datasets"].items()}
+    assert set(generator.values()) == VISION | {"sst2"} and len(paper["seeds"]) == 3
     assert paper["gpus_per_job"] == 1 and paper["device"] == "auto"
-    assert all(paper["datasets"][d]["image_size"] == 224 for d in VISION)
-    pairs = {(e["dataset"], e["model"]) for e in paper["experiments"].values()}
+    vision = [d for d in paper["datasets"] if generator[d] in VISION]
+    assert len(vision) == 6 and all(paper["datasets"][d]["image_size"] == 224 for d in vision)
+    pairs = {(generator[e["dataset"]], e["model"]) for e in paper["experiments"].values()}
     assert pairs == {(d, m) for d in VISION for m in VISION_MODELS} | {
         ("sst2", "bert"),
         ("sst2", "distilbert"),
@@ -531,7 +570,7 @@ def test_dry_run_lists_the_full_paper_grid(tmp_path):
     result = subprocess.run(
         [Path(sys.executable).parent / "snakemake", "-n", "--snakefile", ROOT / "Snakefile",
          "-d", tmp_path, "--configfile", ROOT / "config/paper.yaml"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_stats(result.stdout + result.stderr)
@@ -540,7 +579,8 @@ def test_dry_run_lists_the_full_paper_grid(tmp_path):
     expected = dict.fromkeys(REGIMES, runs)
     expected["pretrain"] = len(config["experiments"]) * len(pretrained_seeds(config))
     assert {r: counts[r] for r in REGIMES} == expected
-    assert counts["prepare_data"] == 4 and counts["all"] == 1
+    assert counts["prepare_data"] == len(config["datasets"]) == 7  # 3 vision datasets twice
+    assert counts["all"] == 1
     assert counts["total"] == sum(n for rule, n in counts.items() if rule != "total")
     assert not any(tmp_path.joinpath(d).exists() for d in ("data", "runs"))  # nothing ran
     assert not any(p.suffix == ".tgz" for p in tmp_path.rglob("*"))  # nothing downloaded

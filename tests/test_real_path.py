@@ -273,13 +273,54 @@ def paper_variant(**datasets) -> dict:
 def test_a_fixed_size_model_on_other_sized_images_stops_at_config_check():
     from transferscope.config import ConfigError, validate_config
 
-    config = paper_variant(cub={"part_players": 8})  # cub's default 64 px
+    # cub's default 64 px, for the ViTs' bicubic copy of it
+    config = paper_variant(
+        cub_bicubic={"generator": "cub", "part_players": 8, "interpolation": "bicubic"}
+    )
     with pytest.raises(ConfigError) as err:
         validate_config(config, source="paper")
     message = str(err.value)
     assert "experiments.cub_vit_small" in message and "experiments.cub_vit_base" in message
-    assert "datasets.cub.image_size: 224" in message and "gives 64x64" in message
+    assert "datasets.cub_bicubic.image_size: 224" in message and "gives 64x64" in message
     assert "cub_resnet50" not in message  # a convolutional network takes any size
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
+def test_real_images_are_resized_with_the_interpolation_of_the_models_weights(path):
+    """Each pre-trained timm model's dataset resizes with its pretrained_cfg's interpolation
+    (ViTs bicubic, VGG / ResNet bilinear), and a mismatch stops at config check naming the key."""
+    from timm.models import get_pretrained_cfg
+
+    from transferscope.config import ConfigError, validate_config
+    from transferscope.data.registry import dataset_params
+
+    config = load_config(path)
+    checked = 0
+    for experiment in config["experiments"].values():
+        model = config["models"][experiment["model"]]
+        params = dataset_params(experiment["dataset"], config["datasets"][experiment["dataset"]])
+        if model["source"] == "timm" and model.get("pretrained") is True:
+            assert params["interpolation"] == get_pretrained_cfg(model["name"]).interpolation
+            checked += 1
+    assert checked
+    if path.stem == "paper":
+        swapped = paper_variant()
+        swapped["experiments"]["cub_vit_small"]["dataset"] = "cub"
+        with pytest.raises(ConfigError, match=r"datasets\.cub\.interpolation: bicubic"):
+            validate_config(swapped, source="paper")
+
+
+def test_the_resize_interpolation_is_the_one_configured():
+    from PIL import Image
+
+    from transferscope.data.cifar10 import _resize
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)
+    bicubic = _resize(x, 64, "bicubic")
+    expected = Image.fromarray(x[1].transpose(1, 2, 0)).resize((64, 64), Image.Resampling.BICUBIC)
+    assert np.array_equal(bicubic[1], np.asarray(expected).transpose(2, 0, 1))
+    assert not np.array_equal(bicubic, _resize(x, 64, "bilinear"))
 
 
 def test_channels_and_modality_mismatches_stop_at_config_check():
@@ -297,8 +338,13 @@ def test_channels_and_modality_mismatches_stop_at_config_check():
 def test_shipped_configs_pass_the_input_check():
     from transferscope.inputs import input_problems
 
+    from snakemake.utils import update_config
+
     for path in [ROOT / "config.yaml", *sorted((ROOT / "config").glob("*.yaml"))]:
         config = yaml.safe_load(path.read_text())
+        if "experiments" in config and "models" not in config:  # an overlay on config.yaml
+            overlay, config = config, yaml.safe_load((ROOT / "config.yaml").read_text())
+            update_config(config, overlay)
         if "experiments" in config:
             assert input_problems(config) == [], path.name
 

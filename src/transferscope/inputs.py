@@ -4,7 +4,9 @@ checked instead of when a training job fails hours later.
 A timm model takes images, a Hugging Face model sentences. A model with a fixed input size (a ViT
 built with ``img_size``, or a pre-trained one whose timm ``pretrained_cfg`` says
 ``fixed_input_size``) needs ``datasets.<name>.image_size`` to equal it, and a model with timm's
-pre-trained weights needs as many channels as their normalisation has. Only pre-trained timm models import
+pre-trained weights needs as many channels as their normalisation has, and a real image dataset
+resized for it (``datasets.<name>.interpolation``) the interpolation of its ``pretrained_cfg``.
+Only pre-trained timm models import
 timm (and torch) here, so checking the offline default config stays light.
 """
 
@@ -13,12 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 MODALITY = {"timm": "image", "huggingface": "text"}
+PRETRAINED_INPUT = ("input_size", "fixed_input_size", "interpolation")  # of timm's pretrained_cfg
 
 
 def input_problems(config: dict[str, Any]) -> list[str]:
     """One message per experiment whose dataset does not fit its model, naming the keys and the
     allowed values; empty when all fit."""
-    from transferscope.data.registry import image_input
+    from transferscope.data.registry import dataset_params, image_input
 
     problems = []
     for exp, spec in config["experiments"].items():
@@ -39,21 +42,36 @@ def input_problems(config: dict[str, Any]) -> list[str]:
             )
             continue
         if image is not None:
-            problems += _image_problems(exp, dataset, label, model, *image)
+            resize = dataset_params(dataset, config["datasets"].get(dataset)).get("interpolation")
+            generator = (config["datasets"].get(dataset) or {}).get("generator", dataset)
+            problems += _image_problems(exp, dataset, label, model, *image, resize, generator)
     return problems
 
 
-def _image_problems(exp, dataset, label, model, channels, size) -> list[str]:
-    """Input size and channel problems of a timm model on images of ``channels`` × ``size``²."""
+def _image_problems(
+    exp, dataset, label, model, channels, size, resize=None, generator=None
+) -> list[str]:
+    """Input size, channel and resize-interpolation problems of a timm model on images of
+    ``channels`` × ``size``² resized with ``resize`` (None: a generated dataset)."""
     kwargs = model.get("kwargs", {})
     fixed = None if kwargs.get("dynamic_img_size") else kwargs.get("img_size")
-    expected_channels = None
+    expected_channels = expected_resize = None
     if model.get("pretrained") is True:  # timm's own weights (a weights file is the user's)
         pretrained = pretrained_input(model["name"])
         if fixed is None and pretrained["fixed_input_size"]:
             fixed = pretrained["input_size"][-1]
         expected_channels = pretrained["input_size"][0]
+        expected_resize = pretrained["interpolation"]
     problems = []
+    if resize is not None and expected_resize is not None and resize != expected_resize:
+        problems.append(
+            f"experiments.{exp}: the pre-trained weights of model '{label}' ({model['name']}) "
+            f"saw images resized with {expected_resize} interpolation, dataset '{dataset}' "
+            f"resizes with {resize}; allowed: datasets.{dataset}.interpolation: "
+            f"{expected_resize} (models that need another one get a dataset entry of their own, "
+            f"e.g. datasets.{dataset}_{expected_resize}: {{generator: {generator}, "
+            f"interpolation: {expected_resize}, ...}})"
+        )
     if fixed is not None and fixed != size:
         problems.append(
             f"experiments.{exp}: model '{label}' ({model['name']}) takes only {fixed}x{fixed} "
@@ -70,7 +88,8 @@ def _image_problems(exp, dataset, label, model, channels, size) -> list[str]:
 
 
 def pretrained_input(name: str) -> dict[str, Any]:
-    """``input_size`` and ``fixed_input_size`` of timm's ``pretrained_cfg`` of ``name``. Reading
+    """``input_size``, ``fixed_input_size`` and ``interpolation`` of timm's ``pretrained_cfg``
+    of ``name``. Reading
     it imports timm and torch (seconds) and Snakemake checks the config at every start, so the
     values are cached per timm version in the user's cache directory."""
     import json
@@ -84,11 +103,11 @@ def pretrained_input(name: str) -> dict[str, Any]:
         known = json.loads(path.read_text())
     except (OSError, ValueError):  # first use of this timm version, or an unreadable cache
         known = {}
-    if name not in known:
+    if set(PRETRAINED_INPUT) - set(known.get(name, {})):  # new, or cached by an older version
         from transferscope.models import image_preprocessing
 
         cfg = image_preprocessing({"source": "timm", "name": name, "pretrained": True})
-        known[name] = {k: cfg[k] for k in ("input_size", "fixed_input_size")}
+        known[name] = {k: cfg[k] for k in PRETRAINED_INPUT}
         try:
             from transferscope.io import write_json
 

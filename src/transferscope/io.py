@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -147,11 +148,14 @@ class DirectoryBusy(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, busy, holder: str | None = None) -> Iterator[None]:
+def exclusive_lock(
+    path: str | os.PathLike, busy, holder: str | None = None, wait: bool = False
+) -> Iterator[None]:
     """Hold an exclusive, non-blocking ``fcntl`` lock on the file ``path`` for the block. A second
     process gets ``busy(holder)`` raised at once, ``holder`` being what the first one wrote into
-    the file (its PID, by default). The kernel drops the lock when its holder dies, so a killed
-    process never leaves a stale lock. Not POSIX: no lock."""
+    the file (its PID, by default); with ``wait`` it logs ``busy(holder)`` and waits for the lock
+    instead. The kernel drops the lock when its holder dies, so a killed process never leaves a
+    stale lock. Not POSIX: no lock."""
     try:
         import fcntl
     except ImportError:
@@ -164,7 +168,11 @@ def exclusive_lock(path: str | os.PathLike, busy, holder: str | None = None) -> 
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            raise busy(handle.read().strip() or "another process") from None
+            reason = busy(handle.read().strip() or "another process")
+            if not wait:
+                raise reason from None
+            logging.getLogger(__name__).warning("%s; waiting for it", reason)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
         handle.truncate()
         handle.write(f"{holder or f'pid {os.getpid()}'}\n")

@@ -36,6 +36,7 @@ DEFAULT_PARAMS = {
     "test_labels_url": "https://ai.stanford.edu/~jkrause/car196/cars_test_annos_withlabels.mat",
     "test_labels_sha256": "md5:b0a2b23655a3edd16d84508592a98d10",
     "image_size": 64,
+    "interpolation": "bilinear",  # to image_size: bilinear | bicubic, the model's pretrained_cfg
     "crop": "none",
     "train_per_class": None,
     "test_per_class": None,
@@ -96,7 +97,9 @@ def read_devkit(devkit: Path, test_labels: Path) -> dict[str, Any]:
     }
 
 
-def read_images(archive: Path, notes: list[dict], size: int, crop: str) -> np.ndarray:
+def read_images(
+    archive: Path, notes: list[dict], size: int, crop: str, interpolation: str = "bilinear"
+) -> np.ndarray:
     """uint8 (N, 3, size, size): the annotated images of a verified archive, in ``notes`` order,
     decoded while streaming through it."""
     where = {n["member"]: i for i, n in enumerate(notes)}
@@ -105,7 +108,7 @@ def read_images(archive: Path, notes: list[dict], size: int, crop: str) -> np.nd
     for member, data in real.tar_members(archive, where.__contains__):
         box = notes[where[member]]["box"]
         region = (lambda w, h, box=box: box) if crop == "bbox" else None
-        out[where[member]] = real.decode_image(data, size, region)[0]
+        out[where[member]] = real.decode_image(data, size, region, interpolation)[0]
         seen.add(member)
     for member in where:
         if member not in seen:
@@ -125,7 +128,9 @@ def prepare(p: dict[str, Any], out: Path) -> Path:
         notes = meta[split]
         labels = np.array([n["label"] for n in notes], dtype=np.int64)
         notes = [notes[i] for i in real.per_class_order(labels, p[f"{split}_per_class"], rng)]
-        x = read_images(files[f"{split}_images_"], notes, p["image_size"], p["crop"])
+        x = read_images(
+            files[f"{split}_images_"], notes, p["image_size"], p["crop"], p["interpolation"]
+        )
         target[split] = (x, np.array([n["label"] for n in notes], dtype=np.int64))
     tasks = real.with_placeholder_source(target, p["source_per_class"])
     classes = {task: meta["classes"] for task in ("source", "target")}

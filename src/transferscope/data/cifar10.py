@@ -24,6 +24,7 @@ DEFAULT_PARAMS = {
     "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     "sha256": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
     "image_size": 32,
+    "interpolation": "bilinear",  # to image_size: bilinear | bicubic, the model's pretrained_cfg
     "train_per_class": None,
     "test_per_class": None,
     "source_per_class": 2,
@@ -88,8 +89,8 @@ def read_archive(path: Path) -> dict[str, Any]:
     return {"classes": classes, "train": batches(TRAIN_BATCHES), "test": batches(["test_batch"])}
 
 
-def _resize(x: np.ndarray, size: int) -> np.ndarray:
-    """uint8 images (N, 3, 32, 32) at ``size``² (bilinear); unchanged at 32."""
+def _resize(x: np.ndarray, size: int, interpolation: str = "bilinear") -> np.ndarray:
+    """uint8 images (N, 3, 32, 32) at ``size``² (``interpolation``); unchanged at 32."""
     if size == x.shape[-1]:
         return x
     from PIL import Image
@@ -97,7 +98,7 @@ def _resize(x: np.ndarray, size: int) -> np.ndarray:
     out = np.empty((len(x), 3, size, size), dtype=np.uint8)
     for i, image in enumerate(x):
         resized = Image.fromarray(image.transpose(1, 2, 0)).resize(
-            (size, size), Image.Resampling.BILINEAR
+            (size, size), real.resampling(interpolation)
         )
         out[i] = np.asarray(resized).transpose(2, 0, 1)
     return out
@@ -113,7 +114,7 @@ def prepare(p: dict[str, Any], out: Path) -> Path:
     for split in ("train", "test"):
         x, y = content[split]
         index = real.per_class_order(y, p[f"{split}_per_class"], rng)
-        target[split] = (_resize(x[index], p["image_size"]), y[index])
+        target[split] = (_resize(x[index], p["image_size"], p["interpolation"]), y[index])
     tasks = real.with_placeholder_source(target, p["source_per_class"])
     classes = {task: content["classes"] for task in ("source", "target")}
     rules = real.rules(

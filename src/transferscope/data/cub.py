@@ -36,6 +36,7 @@ DEFAULT_PARAMS = {
     "url": "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
     "sha256": "0c685df5597a8b24909f6a7c9db6d11e008733779a671760afef78feb49bf081",
     "image_size": 64,
+    "interpolation": "bilinear",  # to image_size: bilinear | bicubic, the model's pretrained_cfg
     "crop": "none",
     "part_players": 8,
     "part_radius": 0.05,
@@ -104,12 +105,14 @@ def _annotations(path: Path, content: dict[str, Any]) -> dict[str, Any]:
             "parts": parts, "classes": classes, "part_names": names}  # fmt: skip
 
 
-def _image_and_parts(data: bytes, parts: np.ndarray, box, size: int, crop: str):
+def _image_and_parts(
+    data: bytes, parts: np.ndarray, box, size: int, crop: str, interpolation: str = "bilinear"
+):
     """The stored image (3, size, size) and its parts in its pixels: scaled with the image,
     moved with a ``bbox`` crop; invisible or cropped-away parts are (0, 0, 0)."""
     x, y, w, h = box
     region = (lambda width, height: (x, y, x + w, y + h)) if crop == "bbox" else None
-    pixels, (width, height) = real.decode_image(data, size, region)
+    pixels, (width, height) = real.decode_image(data, size, region, interpolation)
     left, top, right, bottom = region(width, height) if region else (0, 0, width, height)
     out = np.zeros((N_PARTS, 3), dtype=np.float32)
     for p, (px, py, visible) in enumerate(parts):
@@ -165,7 +168,7 @@ def prepare(p: dict[str, Any], out: Path) -> Path:
         made = [
             _image_and_parts(
                 content["images"][notes["member"][i]], notes["parts"][i], notes["box"][i],
-                p["image_size"], p["crop"],
+                p["image_size"], p["crop"], p["interpolation"],
             )
             for i in ids
         ]  # fmt: skip

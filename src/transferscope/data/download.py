@@ -92,11 +92,22 @@ def remove_stale_temporaries(folder: Path, age: float = STALE_SECONDS) -> None:
 
 
 def fetch_file(name: str, prefix: str, file_name: str, params: dict[str, Any]) -> Path:
-    """The verified cached copy of one file of dataset ``name``, downloaded if needed."""
-    import pooch
+    """The verified cached copy of one file of dataset ``name``, downloaded if needed. One
+    process at a time per file: datasets made from one download (``cub`` and ``cub_bicubic``)
+    are prepared by concurrent jobs, and the second waits for the first's verified copy."""
+    from transferscope.io import exclusive_lock
 
     folder = cache_dir(name, params)
     folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / f".{file_name}.lock"
+    busy = lambda holder: RuntimeError(f"{folder / file_name} is being fetched by {holder}")  # noqa: E731
+    with exclusive_lock(lock, busy, wait=True):
+        return _fetch_file(folder, prefix, file_name, params, name)
+
+
+def _fetch_file(folder: Path, prefix: str, file_name: str, params: dict[str, Any], name: str):
+    import pooch
+
     remove_stale_temporaries(folder)
     target = folder / file_name
     url, expected = params[f"{prefix}url"], params[f"{prefix}sha256"]

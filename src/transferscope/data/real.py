@@ -22,14 +22,20 @@ from transferscope.data import params as check
 COMMON_KEYS = ("seed", "train_per_class", "test_per_class", "source_per_class", "cache_dir")
 
 
+INTERPOLATIONS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC"}  # timm's names -> PIL's
+
+
 def check_common(name: str, p: dict[str, Any]) -> None:
-    """The params every real dataset has (and ``image_size`` where it has one)."""
+    """The params every real dataset has (and ``image_size`` / ``interpolation`` where it has
+    them)."""
     check.integer(name, p, "seed")
     check.integer(name, p, "train_per_class", 1, optional=True)
     check.integer(name, p, "test_per_class", 1, optional=True)
     check.integer(name, p, "source_per_class", 1)
     if "image_size" in p:
         check.integer(name, p, "image_size", 8)
+    if "interpolation" in p:
+        check.choice(name, p, "interpolation", tuple(INTERPOLATIONS))
 
 
 def missing_member(archive: Path, member: str, name: str) -> ValueError:
@@ -49,15 +55,25 @@ def tar_members(archive: Path, wanted) -> Iterator[tuple[str, bytes]]:
                 yield member.name, tar.extractfile(member).read()
 
 
-def decode_image(data: bytes, size: int, box=None) -> tuple[np.ndarray, tuple[int, int]]:
+def resampling(interpolation: str):
+    """PIL's resampling filter for a timm ``pretrained_cfg`` interpolation name."""
+    from PIL import Image
+
+    return getattr(Image.Resampling, INTERPOLATIONS[interpolation])
+
+
+def decode_image(
+    data: bytes, size: int, box=None, interpolation: str = "bilinear"
+) -> tuple[np.ndarray, tuple[int, int]]:
     """An encoded image as uint8 RGB (3, size, size), the region ``box(width, height)`` =
-    (left, top, right, bottom) squashed to a square (default: the whole image); and the
+    (left, top, right, bottom) squashed to a square (default: the whole image) with
+    ``interpolation`` (the one the model's pre-trained weights were trained with); and the
     original (width, height)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
         region = box(*image.size) if box is not None else None
-        resized = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, box=region)
+        resized = image.convert("RGB").resize((size, size), resampling(interpolation), box=region)
         original = image.size
     return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1), original
 
