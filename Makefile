@@ -41,8 +41,10 @@ format: setup
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/snakefmt Snakefile rules
 
+# two workers, one test file each at a time: a file's module fixtures (a DVC workspace, a trained
+# run) are built once, and single-threaded tests no longer leave the second core idle
 test: lint  ## lint, then every test (slow ones included)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadfile
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
