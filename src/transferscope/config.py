@@ -139,6 +139,9 @@ def check_references(config: dict[str, Any], source: str = "config") -> None:
     check_models(config, source)
     check_baseline(config, source)
     check_inputs(config, source)
+    from transferscope.causal.settings import check as check_causal_training
+
+    check_causal_training(config, source)
     from transferscope.controls import check as check_controls
 
     check_controls(config, source)

@@ -593,6 +593,7 @@ def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
     for experiment in config["experiments"]:
         out += [_interactions_job(config, experiment, s, exact) for s in config["seeds"]]
     out += _analyses_jobs(config, exact)
+    out += _causal_jobs(config, exact)
     out += controls_jobs(config, exact)  # transferscope.controls
     out += _causal_jobs(config, exact)
     if (config.get("graded") or {}).get("enabled"):  # transferscope.knowledge.graded
