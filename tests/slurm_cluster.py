@@ -120,13 +120,13 @@ def parse_dry_run(text: str) -> DryRun:
 
 @lru_cache(maxsize=4)
 def dry_run(configfile: str = "config/smoke.yaml", targets: tuple[str, ...] = ()) -> DryRun:
-    """Every job of the workflow (or of ``targets``) for a config, as ``--forceall`` into an
-    empty directory lists them."""
+    """Every job of the workflow (or of ``targets``) for a config (several files: an overlay,
+    separated by spaces), as ``--forceall`` into an empty directory lists them."""
     with tempfile.TemporaryDirectory(prefix="transferscope-dry-") as empty:
         cmd = [
             sys.executable, "-m", "snakemake", *targets, "--dry-run", "--forceall", "-p",
             "--workflow-profile", "none", "--snakefile", str(REPO / "Snakefile"),
-            "--directory", empty, "--configfile", str(REPO / configfile),
+            "--directory", empty, "--configfile", *(str(REPO / f) for f in configfile.split()),
         ]  # fmt: skip
         result = subprocess.run(
             cmd, cwd=REPO, env=workflow_env(), capture_output=True, text=True, timeout=600

@@ -26,11 +26,15 @@ def counts(frame) -> dict[str, int]:
     return dict(zip(frame["rule"].to_list(), frame["jobs"].to_list()))
 
 
-@pytest.mark.parametrize("configfile", ["config/smoke.yaml", "config.yaml"])
+@pytest.mark.parametrize(
+    "configfile", ["config/smoke.yaml", "config.yaml", "config.yaml config/evidence.yaml"]
+)
 def test_job_counts_equal_snakemake_dry_run(configfile):
     """Every rule of Snakemake's DAG is priced, with its job count: a rule the plan does not
-    know fails here (it would silently get a default request)."""
-    planned = counts(ts_plan.plan(load_config(REPO / configfile), exact=False))
+    know fails here (it would silently get a default request). The evidence overlay merges
+    into config.yaml as Snakemake merges it."""
+    config = load_config(*(REPO / f for f in configfile.split()))
+    planned = counts(ts_plan.plan(config, exact=False))
     actual = dry_run(configfile).stats
     assert set(planned) >= CORE_RULES
     assert not set(actual) - set(planned), "rules transferscope.plan does not price"
@@ -128,6 +132,13 @@ def test_dataset_without_size_formula_is_flagged(smoke, monkeypatch):
     monkeypatch.delitem(ts_plan.DATASET_SIZES, "digits")
     assert ts_plan.dataset_size("digits", {}).guessed
     assert any("digits" in w and "DATASET_SIZES" in w for w in ts_plan.warnings_for(smoke))
+
+
+def test_a_dataset_named_apart_from_its_generator_uses_the_generators_formula(smoke):
+    config = copy.deepcopy(smoke)
+    config["datasets"]["digits_copy"] = {"generator": "digits", "seed": 1}
+    assert not ts_plan.dataset_size("digits_copy", config["datasets"]["digits_copy"]).guessed
+    assert not ts_plan.warnings_for(config)
 
 
 def test_format_plan_lists_every_rule_and_the_totals(smoke):

@@ -66,16 +66,22 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the key and what to do."""
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file and validate it (defaults filled in)."""
-    path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return validate_config(config or {}, source=str(path))
+def load_config(path: str | Path, *overlays: str | Path) -> dict[str, Any]:
+    """Read a YAML config file, merge any ``overlays`` into it key by key as Snakemake merges
+    several ``--configfile`` files (later ones win; e.g. config/evidence.yaml on config.yaml),
+    and validate the result (defaults filled in)."""
+    from snakemake.utils import update_config
+
+    config: dict[str, Any] = {}
+    for one in (path, *overlays):
+        one = Path(one)
+        try:
+            update_config(config, yaml.safe_load(one.read_text()) or {})
+        except FileNotFoundError:
+            raise ConfigError(f"{one}: config file not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{one}: not valid YAML: {err}") from None
+    return validate_config(config, source=" + ".join(str(p) for p in (path, *overlays)))
 
 
 def files_setting(config_files, key: str) -> list[str]:

@@ -553,7 +553,9 @@ def _causal_jobs(config: dict[str, Any], exact: bool) -> list[Job]:
             run = _train_job(config, exp, "finetune", seed, exact, "finetune_causal")
             settings = training_settings(config, exp, "finetune")
             _, size, _, forward = _model(config, exp, "target", exact)
-            steps = int(settings["epochs"]) * math.ceil(size.train["target"] / settings["batch_size"])
+            steps = int(settings["epochs"]) * math.ceil(
+                size.train["target"] / settings["batch_size"]
+            )
             extra = 3 * forward * steps * p["masks_per_step"] * 2 ** p["max_order"]
             run = Job(
                 run.rule,
@@ -595,7 +597,6 @@ def jobs(config: dict[str, Any], exact: bool = True) -> list[Job]:
     out += _analyses_jobs(config, exact)
     out += _causal_jobs(config, exact)
     out += controls_jobs(config, exact)  # transferscope.controls
-    out += _causal_jobs(config, exact)
     if (config.get("graded") or {}).get("enabled"):  # transferscope.knowledge.graded
         out.append(Job("graded_transfer", {}, start_s=60.0, write_bytes=FIGURE_BYTES))
     for name in AGGREGATES:
@@ -692,7 +693,10 @@ def warnings_for(config: dict[str, Any]) -> list[str]:
             f"device: cpu with gpus_per_job: {gpus} — jobs hold GPUs they never use; "
             "set gpus_per_job: 0 or device: auto"
         )
-    for name in sorted(set(config["datasets"]) - set(DATASET_SIZES)):
+    from transferscope.data.registry import resolve
+
+    unsized = {n for n, p in config["datasets"].items() if resolve(n, p)[0] not in DATASET_SIZES}
+    for name in sorted(unsized):
         notes.append(
             f"dataset '{name}': no size formula, sizes guessed; add one to "
             "transferscope.plan.DATASET_SIZES"
@@ -774,7 +778,11 @@ def count_notes(config: dict[str, Any], exact: bool = True) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--configfile", default="config.yaml", help="workflow config (default: config.yaml)"
+        "--configfile",
+        nargs="+",
+        default=["config.yaml"],
+        help="workflow config (default: config.yaml); several files merge as in Snakemake, "
+        "e.g. config.yaml config/evidence.yaml",
     )
     parser.add_argument(
         "--nominal",
@@ -787,7 +795,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from transferscope.config import load_config
 
-    config = load_config(args.configfile)
+    config = load_config(*args.configfile)
     frame = plan(config, exact=not args.nominal)
     print(format_plan(frame, config, exact=not args.nominal))
     if args.csv:
