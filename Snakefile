@@ -32,8 +32,8 @@ include: "rules/figures.smk"
 include: "rules/theory.smk"
 include: "rules/analyses.smk"
 include: "rules/causal.smk"
-include: "rules/graded.smk"
 include: "rules/controls.smk"
+include: "rules/graded.smk"
 include: "rules/sensitivity.smk"
 
 

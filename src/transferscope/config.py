@@ -151,9 +151,6 @@ def check_references(config: dict[str, Any], source: str = "config") -> None:
     from transferscope.controls import check as check_controls
 
     check_controls(config, source)
-    from transferscope.causal.settings import check as check_causal_training
-
-    check_causal_training(config, source)
     from transferscope.knowledge.graded import check as check_graded
 
     check_graded(config, source)
