@@ -336,9 +336,9 @@ def test_channels_and_modality_mismatches_stop_at_config_check():
 
 
 def test_shipped_configs_pass_the_input_check():
-    from transferscope.inputs import input_problems
-
     from snakemake.utils import update_config
+
+    from transferscope.inputs import input_problems
 
     for path in [ROOT / "config.yaml", *sorted((ROOT / "config").glob("*.yaml"))]:
         config = yaml.safe_load(path.read_text())
