@@ -584,14 +584,18 @@ def extract(
             table, decomposition = interaction_table(values, game.sample_index, params, device)
         except ValueError as err:
             raise ValueError(f"{ckpt.path}: {err}") from None
+        evaluated = (
+            f"{rows} values read from {values_from}"
+            if values_from is not None
+            else f"{rows} masked inputs, {rows / max(masked, 1e-9):.1f} masks/s"
+        )
         log.info(
-            "%s/seed%d %s epoch %d: %d masked inputs, %.1f masks/s (%.2f s); AND-OR %.2f s",
+            "%s/seed%d %s epoch %d: %s (%.2f s); AND-OR %.2f s",
             experiment,
             seed,
             ckpt.regime,
             ckpt.epoch,
-            rows,
-            rows / max(masked, 1e-9),
+            evaluated,
             masked,
             time.perf_counter() - tic - masked,
         )
