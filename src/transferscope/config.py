@@ -37,6 +37,12 @@ def schema_defaults(*keys: str) -> dict[str, Any]:
     return {key: copy.deepcopy(node["default"]) for key, node in nodes.items() if "default" in node}
 
 
+def block_settings(config: dict[str, Any], key: str) -> dict[str, Any]:
+    """A top-level config block (``controls``, ``causal_training``, ``graded``, …) with the
+    schema's defaults filled in, for configs that were not validated (given by hand)."""
+    return {**schema_defaults(key), **(config.get(key) or {})}
+
+
 @functools.cache
 def _schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from transferscope.config import ConfigError, epochs, run_settings, schema_defaults
+from transferscope.config import ConfigError, block_settings, epochs, run_settings
 from transferscope.workflow import evidence_dir, run_summary
 
 COMPONENT = "causal_training"
@@ -26,7 +26,7 @@ FIGURE = "results/figures/dose_response.png"
 
 def params(config: dict[str, Any]) -> dict[str, Any]:
     """The ``causal_training`` block with the schema's defaults filled in."""
-    return {**schema_defaults(COMPONENT), **(config.get(COMPONENT) or {})}
+    return block_settings(config, COMPONENT)
 
 
 def enabled(config: dict[str, Any]) -> bool:

@@ -23,11 +23,11 @@ from typing import Any
 
 from transferscope.config import (
     ConfigError,
+    block_settings,
     epochs,
     interaction_settings,
     pretrained_seed,
     run_settings,
-    schema_defaults,
 )
 from transferscope.workflow import evidence_dir, run_summary
 
@@ -38,7 +38,7 @@ COMPONENT = "controls"
 
 def params(config: dict[str, Any]) -> dict[str, Any]:
     """The ``controls`` block with the schema's defaults filled in."""
-    return {**schema_defaults("controls"), **(config.get("controls") or {})}
+    return block_settings(config, COMPONENT)
 
 
 def enabled(config: dict[str, Any]) -> list[str]:

@@ -57,9 +57,9 @@ STUDY = "graded transfer"
 
 def params(config: dict[str, Any]) -> dict[str, Any]:
     """The ``graded`` block with the schema's defaults filled in."""
-    from transferscope.config import schema_defaults
+    from transferscope.config import block_settings
 
-    return {**schema_defaults(COMPONENT), **(config.get(COMPONENT) or {})}
+    return block_settings(config, COMPONENT)
 
 
 def enabled(config: dict[str, Any]) -> bool:
